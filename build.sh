@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Mae build entry point.
+#   ./build.sh setup          restore tools and packages, check (and on Debian 12 fix) the native runtime
+#   ./build.sh build          setup + build the solution (Release)
+#   ./build.sh test           setup + build + every test project; last line "N passed, N failed"
+#   ./build.sh demo [FOLDER]  setup + pretrain the tiny image MAE on MNIST (or IDX files in FOLDER)
+#   ./build.sh bench          setup + benchmarks
+# Every command runs `setup` first; `setup` is idempotent and installs nothing when nothing is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+CONFIG=${CONFIG:-Release}
+
+# glibc returns large blocks to the OS on every free by default; libtorch's CPU temporaries then
+# pay mmap/munmap for each op. The library also sets this with mallopt at start-up; the variable
+# covers the native code that runs before the first Mae call.
+export GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.malloc.mmap_threshold=67108864:glibc.malloc.trim_threshold=268435456}
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+
+log() { printf '[build] %s\n' "$*" >&2; }
+
+libstdcxx_path() {
+  local p
+  for p in /usr/lib/x86_64-linux-gnu/libstdc++.so.6 /usr/lib64/libstdc++.so.6 /usr/lib/libstdc++.so.6; do
+    [ -e "$p" ] && { echo "$p"; return 0; }
+  done
+  ldconfig -p 2>/dev/null | awk '/libstdc\+\+\.so\.6 .*x86-64/ {print $NF; exit}'
+}
+
+has_glibcxx_3_4_32() {
+  local lib
+  lib=$(libstdcxx_path)
+  [ -n "$lib" ] || return 1
+  grep -aq 'GLIBCXX_3\.4\.32' "$lib"
+}
+
+# TorchSharp 0.107's libLibTorchSharp.so needs GLIBCXX_3.4.32 (libstdc++ of GCC 13+).
+check_native_runtime() {
+  if has_glibcxx_3_4_32; then
+    return 0
+  fi
+  local id="" version=""
+  if [ -r /etc/os-release ]; then
+    # shellcheck disable=SC1091
+    . /etc/os-release
+    id=${ID:-}
+    version=${VERSION_ID:-}
+  fi
+  local fix_cmd
+  fix_cmd="echo 'deb http://deb.debian.org/debian trixie main' > /etc/apt/sources.list.d/mae-trixie.list && printf 'Package: *\nPin: release n=trixie\nPin-Priority: 100\n' > /etc/apt/preferences.d/mae-trixie && apt-get update && apt-get install -y -t trixie libstdc++6"
+  if [ "$id" = "debian" ] && [ "$version" = "12" ] && [ "$(id -u)" = "0" ]; then
+    log "libstdc++ lacks GLIBCXX_3.4.32, which TorchSharp 0.107's native library needs."
+    log "Installing libstdc++6 from Debian 13 (trixie); this brings Debian 13's libc6 with it."
+    log "An apt pin (priority 100) keeps every other package on Debian 12."
+    echo 'deb http://deb.debian.org/debian trixie main' > /etc/apt/sources.list.d/mae-trixie.list
+    printf 'Package: *\nPin: release n=trixie\nPin-Priority: 100\n' > /etc/apt/preferences.d/mae-trixie
+    log "apt-get update"
+    apt-get update -qq
+    log "apt-get install -y -t trixie libstdc++6"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t trixie libstdc++6 >&2
+    if has_glibcxx_3_4_32; then
+      log "libstdc++ now provides GLIBCXX_3.4.32."
+      return 0
+    fi
+    log "error: libstdc++6 from Debian 13 was installed but GLIBCXX_3.4.32 is still missing."
+    exit 1
+  fi
+  log "error: libstdc++ ($(libstdcxx_path)) lacks GLIBCXX_3.4.32, needed by TorchSharp 0.107 (libstdc++ of GCC 13 or newer)."
+  if [ "$id" = "debian" ] && [ "$version" = "12" ]; then
+    log "On Debian 12, run as root:"
+    log "  $fix_cmd"
+  else
+    log "Install a libstdc++6 from GCC 13 or newer (Debian 13 and Ubuntu 24.04 have one), then run this again."
+  fi
+  exit 1
+}
+
+setup() {
+  log "setup: dotnet tools"
+  dotnet tool restore >/dev/null
+  log "setup: packages (paket restore)"
+  dotnet paket restore >/dev/null
+  check_native_runtime
+}
+
+build() {
+  setup
+  log "build ($CONFIG)"
+  dotnet build Mae.sln -c "$CONFIG" -nologo -v quiet -clp:ErrorsOnly
+}
+
+# Each test project prints "N passed, N failed" as its last line; sum them.
+run_tests() {
+  build
+  local total_passed=0 total_failed=0 rc=0 out line p f
+  for proj in tests/Properties tests/Unit; do
+    log "test: $proj"
+    out=$(mktemp)
+    set +e
+    dotnet run --project "$proj" -c "$CONFIG" --no-build -- "$@" 2>&1 | tee "$out"
+    local prc=${PIPESTATUS[0]}
+    set -e
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -n 1 || true)
+    rm -f "$out"
+    if [ -z "$line" ]; then
+      log "error: $proj printed no summary (exit code $prc)"
+      total_failed=$((total_failed + 1))
+      rc=1
+      continue
+    fi
+    p=$(echo "$line" | sed -E 's/^([0-9]+) passed.*/\1/')
+    f=$(echo "$line" | sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/')
+    total_passed=$((total_passed + p))
+    total_failed=$((total_failed + f))
+    [ "$prc" -eq 0 ] || rc=1
+  done
+  [ "$total_failed" -eq 0 ] || rc=1
+  echo "$total_passed passed, $total_failed failed"
+  return $rc
+}
+
+demo() {
+  build
+  dotnet run --project examples/MnistDemo -c "$CONFIG" --no-build -- "$@"
+}
+
+bench() {
+  build
+  if [ -d benchmarks ] && ls benchmarks/*/*.fsproj >/dev/null 2>&1; then
+    for proj in benchmarks/*/*.fsproj; do
+      dotnet run --project "$proj" -c "$CONFIG" --no-build -- "$@"
+    done
+  else
+    echo "no benchmarks yet"
+  fi
+}
+
+cmd=${1:-build}
+shift || true
+case "$cmd" in
+  setup) setup ;;
+  build) build ;;
+  test) run_tests "$@" ;;
+  demo) demo "$@" ;;
+  bench) bench "$@" ;;
+  *) echo "usage: ./build.sh {setup|build|test|demo [FOLDER]|bench}" >&2; exit 2 ;;
+esac

@@ -1,0 +1,208 @@
+/// The masked autoencoder for images (MAE, He et al. 2021), one method per stage of the paper:
+/// patchify, masking, encoder, decoder, loss. Parameter names follow the reference checkpoint.
+namespace Mae
+
+open TorchSharp
+open TorchSharp.Modules
+
+open type TorchSharp.torch.nn
+
+/// Linear patch embedding as a strided convolution. Parameters: proj.{weight,bias}.
+type PatchEmbed(channels: int, dim: int, patchSize: int * int) as this =
+    inherit Module<Tensor, Tensor>("PatchEmbed")
+    let ph, pw = patchSize
+    let proj = Conv2d(int64 channels, int64 dim, struct (int64 ph, int64 pw), stride = struct (int64 ph, int64 pw))
+    do this.RegisterComponents()
+
+    /// [N, C, H, W] -> [N, L, D], tokens in row-major order of the patch grid.
+    override _.forward(x: Tensor) = proj.forward(x).flatten(2L).transpose(1L, 2L)
+
+    /// The convolution's weight [D, C, ph, pw].
+    member _.Weight = proj.weight
+
+/// What the model's forward pass returns.
+type MaeOutput =
+    { /// Scalar reconstruction loss on hidden patches.
+      Loss: Tensor
+      /// [N, L, ph*pw*C] predicted patches (normalised per patch when NormPixLoss).
+      Pred: Tensor
+      /// [N, L] 1 = hidden, 0 = visible.
+      Mask: Tensor }
+
+/// The encoder's output on a masked input.
+type EncoderOutput =
+    { /// [N, (1)+Lkeep, D] encoded visible tokens (cls first when the model has one).
+      Latent: Tensor
+      /// The masking that was applied.
+      Masking: MaskResult }
+
+module internal Init =
+    /// MAE's initialisation: xavier-uniform linear weights, zero biases, unit layer norms.
+    let weights (m: Module) =
+        use _ = torch.no_grad()
+        for (_, child) in m.named_modules() do
+            match child with
+            | :? Linear as l ->
+                init.xavier_uniform_(l.weight) |> ignore
+                if not (isNull l.bias) then init.zeros_(l.bias) |> ignore
+            | :? LayerNorm as n ->
+                init.ones_(n.weight) |> ignore
+                init.zeros_(n.bias) |> ignore
+            | _ -> ()
+
+    /// Xavier-uniform on the conv weight seen as a [D, C*ph*pw] matrix, as MAE does.
+    let patchEmbed (p: PatchEmbed) =
+        use _ = torch.no_grad()
+        let w = p.Weight
+        let fanOut, fanIn = float w.shape.[0], float (w.numel() / w.shape.[0])
+        let bound = sqrt (6.0 / (fanIn + fanOut))
+        init.uniform_(w, -bound, bound) |> ignore
+
+    let posTable (cfg: MaeConfig) (dim: int) =
+        let table = (PosEmbed.sinCos2d dim cfg.Grid cfg.ClsToken).unsqueeze(0L)
+        if cfg.LearnedPosEmbed then
+            use _ = torch.no_grad()
+            Parameter(table.normal_(0.0, 0.02), requires_grad = true)
+        else Parameter(table, requires_grad = false)
+
+    let blocks (dim: int) (depth: int) (heads: int) (cfg: MaeConfig) =
+        ModuleList<Block>([| for _ in 1 .. depth -> Block.Standard(dim, heads, cfg.MlpRatio, cfg.Attention) |])
+
+/// MAE with a ViT encoder and a small ViT decoder.
+/// Parameters: patch_embed.*, cls_token, pos_embed, blocks.N.*, norm.*, decoder_embed.*, mask_token,
+/// decoder_pos_embed, decoder_blocks.N.*, decoder_norm.*, decoder_pred.*.
+type MaskedAutoencoderViT(config: MaeConfig) as this =
+    inherit Module("MaskedAutoencoderViT")
+    let cfg = MaeConfig.validate config
+    let d, dd = cfg.EmbedDim, cfg.DecoderEmbedDim
+    // encoder
+    let patch_embed = new PatchEmbed(cfg.Channels, d, cfg.PatchSize)
+    let cls_token = if cfg.ClsToken then Parameter(torch.zeros(1L, 1L, int64 d)) else null
+    let pos_embed = Init.posTable cfg d
+    let blocks = Init.blocks d cfg.Depth cfg.Heads cfg
+    let norm = LayerNorm(int64 d, eps = 1e-6)
+    // decoder
+    let decoder_embed = Linear(int64 d, int64 dd)
+    let mask_token = Parameter(torch.zeros(1L, 1L, int64 dd))
+    let decoder_pos_embed = Init.posTable cfg dd
+    let decoder_blocks = Init.blocks dd cfg.DecoderDepth cfg.DecoderHeads cfg
+    let decoder_norm = LayerNorm(int64 dd, eps = 1e-6)
+    let decoder_pred = Linear(int64 dd, int64 cfg.PatchDim)
+    let extra = if cfg.ClsToken then 1L else 0L
+
+    let lossFn =
+        if cfg.NormPixLoss then Losses.withNormPix Losses.normPixEps Losses.maskedMse else Losses.maskedMse
+
+    let checkImages (imgs: Tensor) =
+        Guard.rank "imgs" 4 "[N, C, H, W]" imgs
+        Guard.nonEmptyBatch "imgs" imgs
+        let h, w = cfg.ImageSize
+        if imgs.shape.[1] <> int64 cfg.Channels || imgs.shape.[2] <> int64 h || imgs.shape.[3] <> int64 w then
+            Guard.fail "imgs" (Guard.shapeOf imgs) (sprintf "[N, %d, %d, %d] (the model's Channels and ImageSize)" cfg.Channels h w)
+
+    let runBlocks (bs: ModuleList<Block>) (x: Tensor) =
+        let mutable x = x
+        for b in bs do
+            x <- b.forward(x)
+        x
+
+    /// [N, L, D] tokens + positions -> [N, (1)+L, D] with the cls token (and its position) in front.
+    let prependCls (x: Tensor) =
+        if cfg.ClsToken then
+            let n = x.shape.[0]
+            let cls = (cls_token + pos_embed.narrow(1L, 0L, 1L)).expand(n, -1L, -1L)
+            torch.cat([| cls; x |], 1L)
+        else x
+
+    do
+        this.RegisterComponents()
+        Init.weights this
+        Init.patchEmbed patch_embed
+        use _ = torch.no_grad()
+        if cfg.ClsToken then init.normal_(cls_token, 0.0, 0.02) |> ignore
+        init.normal_(mask_token, 0.0, 0.02) |> ignore
+
+    member _.Config = cfg
+
+    /// [N, C, H, W] -> [N, L, ph*pw*C]
+    member _.Patchify(imgs: Tensor) = Patchify.patchify2d cfg.PatchSize imgs
+
+    /// [N, L, ph*pw*C] -> [N, C, H, W]
+    member _.Unpatchify(x: Tensor) = Patchify.unpatchify2d cfg.PatchSize cfg.Grid cfg.Channels x
+
+    /// Applies the configured masking to tokens [N, L, D].
+    member _.Mask(x: Tensor, generator: Generator) : MaskResult =
+        match cfg.Masking with
+        | RandomPerSample r -> Masking.random generator r x
+        | RandomShared r -> Masking.randomShared generator r x
+        | BlockWise r -> Masking.block generator r cfg.Grid x
+
+    /// Patch embedding plus positions, before masking: [N, C, H, W] -> [N, L, D]
+    member _.Embed(imgs: Tensor) =
+        checkImages imgs
+        patch_embed.forward(imgs) + pos_embed.narrow(1L, extra, int64 cfg.NumPatches)
+
+    /// Encoder over the visible tokens left by `masking` (a function of the embedded tokens).
+    member _.ForwardEncoder(imgs: Tensor, masking: Tensor -> MaskResult) : EncoderOutput =
+        let m = masking (this.Embed imgs)
+        let x = prependCls m.Visible |> runBlocks blocks
+        { Latent = norm.forward(x); Masking = m }
+
+    /// Encoder with the configured random masking drawn from `generator`.
+    member _.ForwardEncoder(imgs: Tensor, generator: Generator) =
+        this.ForwardEncoder(imgs, fun x -> this.Mask(x, generator))
+
+    /// Decoder: embed, append mask tokens, restore the order, add positions, predict patches.
+    /// latent [N, (1)+Lkeep, D], idsRestore [N, L] -> [N, L, ph*pw*C]
+    member _.ForwardDecoder(latent: Tensor, idsRestore: Tensor) =
+        let x = decoder_embed.forward(latent)
+        let n, l = x.shape.[0], int64 cfg.NumPatches
+        let visible = x.narrow(1L, extra, x.shape.[1] - extra)
+        let masked = mask_token.expand(n, l - visible.shape.[1], -1L)
+        let tokens = Masking.restore idsRestore (torch.cat([| visible; masked |], 1L))
+        let tokens = if cfg.ClsToken then torch.cat([| x.narrow(1L, 0L, 1L); tokens |], 1L) else tokens
+        let y = (tokens + decoder_pos_embed) |> runBlocks decoder_blocks
+        let pred = decoder_pred.forward(decoder_norm.forward(y))
+        pred.narrow(1L, extra, l)
+
+    /// Loss on hidden patches: imgs [N, C, H, W], pred [N, L, P], mask [N, L] -> scalar.
+    member _.ForwardLoss(imgs: Tensor, pred: Tensor, mask: Tensor) =
+        lossFn pred (this.Patchify imgs) mask
+
+    /// The whole pretraining pass with masking given as a function of the embedded tokens.
+    member _.Forward(imgs: Tensor, masking: Tensor -> MaskResult) : MaeOutput =
+        let enc = this.ForwardEncoder(imgs, masking)
+        let pred = this.ForwardDecoder(enc.Latent, enc.Masking.IdsRestore)
+        { Loss = this.ForwardLoss(imgs, pred, enc.Masking.Mask); Pred = pred; Mask = enc.Masking.Mask }
+
+    /// The whole pretraining pass with the configured masking drawn from `generator`.
+    member _.Forward(imgs: Tensor, generator: Generator) =
+        this.Forward(imgs, fun x -> this.Mask(x, generator))
+
+    /// Encoder without masking: [N, C, H, W] -> [N, (1)+L, D] (after the final norm).
+    member _.Encode(imgs: Tensor) =
+        let x = prependCls (this.Embed imgs) |> runBlocks blocks
+        norm.forward(x)
+
+    /// One feature vector per image: the cls token's output, or the mean of the patch tokens
+    /// when `meanPool` (or when the model has no cls token). [N, C, H, W] -> [N, D]
+    member _.Features(imgs: Tensor, meanPool: bool) =
+        let z = this.Encode imgs
+        if cfg.ClsToken && not meanPool then z.select(1L, 0L)
+        else z.narrow(1L, extra, z.shape.[1] - extra).mean([| 1L |])
+
+    /// Names of the encoder's parameters (what an encoder-only export keeps).
+    member _.EncoderParameterNames =
+        this.named_parameters()
+        |> Seq.map (fun struct (name, _) -> name)
+        |> Seq.filter (fun name -> not (name.StartsWith "decoder_" || name = "mask_token"))
+        |> Array.ofSeq
+
+    /// Creates the model with its weights drawn from `seed`, on `device` (CPU when null).
+    static member Create(config: MaeConfig, seed: int64, ?device: Device) =
+        torch.manual_seed(seed) |> ignore
+        let m = new MaskedAutoencoderViT(config)
+        match device with
+        | Some dev when not (isNull dev) -> m.``to``(dev) |> ignore
+        | _ -> ()
+        m

@@ -1,0 +1,47 @@
+/// Reconstruction losses. Each is computed on hidden tokens only: a prediction at a visible
+/// position has no effect on the loss and gets exactly zero gradient.
+module Mae.Losses
+
+open TorchSharp
+
+
+/// A loss on per-token predictions: pred [N, L, P], target [N, L, P], mask [N, L] (1 = hidden) -> scalar.
+type ReconstructionLoss = Tensor -> Tensor -> Tensor -> Tensor
+
+/// Per-patch normalised target (MAE's norm_pix_loss): each token's vector minus its mean, over
+/// sqrt(unbiased variance + eps). target [N, L, P] -> [N, L, P]
+let normPixTarget (eps: float) (target: Tensor) : Tensor =
+    let mean = target.mean([| -1L |], keepdim = true)
+    let var = target.var(-1L, unbiased = true, keepdim = true)
+    (target - mean) / (var + eps).sqrt()
+
+/// MAE's eps for the norm-pix target.
+let normPixEps = 1e-6
+
+let private checkShapes (pred: Tensor) (target: Tensor) (mask: Tensor) =
+    Guard.rank "pred" 3 "[N, L, P]" pred
+    if pred.shape <> target.shape then
+        Guard.fail "target" (Guard.shapeOf target) (sprintf "the shape of pred %s" (Guard.shapeOf pred))
+    Guard.rank "mask" 2 "[N, L]" mask
+    if mask.shape.[0] <> pred.shape.[0] || mask.shape.[1] <> pred.shape.[1] then
+        Guard.fail "mask" (Guard.shapeOf mask) (sprintf "[%d, %d]" pred.shape.[0] pred.shape.[1])
+
+/// Mean over hidden tokens of a per-token loss [N, L]; zero when nothing is hidden.
+let meanOverHidden (perToken: Tensor) (mask: Tensor) : Tensor =
+    (perToken * mask).sum() / mask.sum().clamp_min(1.0)
+
+/// Masked MSE: per-token mean squared error, averaged over hidden tokens only.
+let maskedMse : ReconstructionLoss =
+    fun pred target mask ->
+        checkShapes pred target mask
+        meanOverHidden ((pred - target).square().mean([| -1L |])) mask
+
+/// Masked L1: per-token mean absolute error, averaged over hidden tokens only.
+let maskedL1 : ReconstructionLoss =
+    fun pred target mask ->
+        checkShapes pred target mask
+        meanOverHidden ((pred - target).abs().mean([| -1L |])) mask
+
+/// Wraps a loss so that it sees the norm-pix target instead of the raw one.
+let withNormPix (eps: float) (loss: ReconstructionLoss) : ReconstructionLoss =
+    fun pred target mask -> loss pred (normPixTarget eps target) mask

@@ -1,0 +1,67 @@
+/// Transformer pieces: multi-head self-attention, MLP, and a pre-norm block that takes its
+/// attention and MLP as arguments (so another attention, e.g. a local window, drops in).
+namespace Mae
+
+open TorchSharp
+open TorchSharp.Modules
+
+open type TorchSharp.torch.nn
+
+/// How attention is computed. Both give the same result; their speed differs by shape and device.
+type AttentionKernel =
+    /// libtorch's fused scaled_dot_product_attention.
+    | Sdpa
+    /// softmax(q k^T / sqrt(d)) v with plain matmuls.
+    | Math
+
+/// Multi-head self-attention. Parameters: qkv.{weight,bias}, proj.{weight,bias}.
+type Attention(dim: int, heads: int, qkvBias: bool, kernel: AttentionKernel) as this =
+    inherit Module<Tensor, Tensor>("Attention")
+    do
+        if dim % heads <> 0 then Guard.fail "heads" heads (sprintf "a divisor of the width %d" dim)
+    let headDim = dim / heads
+    let qkv = Linear(int64 dim, int64 (3 * dim), hasBias = qkvBias)
+    let proj = Linear(int64 dim, int64 dim)
+    do this.RegisterComponents()
+
+    /// x: [N, L, D] -> [N, L, D]
+    override _.forward(x: Tensor) =
+        let n, l = x.shape.[0], x.shape.[1]
+        // [N, L, 3D] -> [3, N, heads, L, headDim]
+        let parts = qkv.forward(x).reshape(n, l, 3L, int64 heads, int64 headDim).permute(2L, 0L, 3L, 1L, 4L)
+        let q, k, v = parts.[0], parts.[1], parts.[2]
+        let out =
+            match kernel with
+            | Sdpa -> torch.nn.functional.scaled_dot_product_attention(q, k, v)
+            | Math ->
+                let scores = q.matmul(k.transpose(-2L, -1L)) * (1.0 / sqrt (float headDim))
+                scores.softmax(-1L).matmul(v)
+        proj.forward(out.transpose(1L, 2L).reshape(n, l, int64 dim))
+
+/// Two-layer MLP with GELU. Parameters: fc1.*, fc2.*.
+type Mlp(dim: int, hidden: int) as this =
+    inherit Module<Tensor, Tensor>("Mlp")
+    let fc1 = Linear(int64 dim, int64 hidden)
+    let act = GELU()
+    let fc2 = Linear(int64 hidden, int64 dim)
+    do this.RegisterComponents()
+    override _.forward(x: Tensor) = fc2.forward(act.forward(fc1.forward(x)))
+
+/// Pre-norm transformer block: x + attn(norm1 x), then + mlp(norm2 x).
+/// Parameters: norm1.*, attn.*, norm2.*, mlp.* (the reference checkpoint's names).
+type Block(dim: int, attn: Module<Tensor, Tensor>, mlp: Module<Tensor, Tensor>) as this =
+    inherit Module<Tensor, Tensor>("Block")
+    let norm1 = LayerNorm(int64 dim, eps = 1e-6)
+    let attn = attn
+    let norm2 = LayerNorm(int64 dim, eps = 1e-6)
+    let mlp = mlp
+    do this.RegisterComponents()
+
+    /// x: [N, L, D] -> [N, L, D]
+    override _.forward(x: Tensor) =
+        let x = x + attn.forward(norm1.forward(x))
+        x + mlp.forward(norm2.forward(x))
+
+    /// The usual ViT block: global attention and a GELU MLP of width `mlpRatio * dim`.
+    static member Standard(dim: int, heads: int, mlpRatio: float, kernel: AttentionKernel) =
+        new Block(dim, new Attention(dim, heads, true, kernel), new Mlp(dim, int (float dim * mlpRatio)))
