@@ -69,7 +69,7 @@ module MaeConfig =
           NormPixLoss = true
           ClsToken = true
           LearnedPosEmbed = false
-          Attention = Sdpa }
+          Attention = AttentionKernel.Math }
 
     /// Trains on 2 CPU cores: 28x28 grey images, patch 7, width 128 x 4 blocks, decoder 128 x 1.
     let tiny = vit 28 7 1 (128, 4, 4) (128, 1, 4)

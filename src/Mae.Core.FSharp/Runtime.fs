@@ -1,0 +1,34 @@
+/// Process-wide settings that make libtorch fast on this platform, applied once.
+module Mae.Runtime
+
+open System
+open System.Runtime.InteropServices
+
+[<DllImport("libc", EntryPoint = "mallopt")>]
+extern int private mallopt(int param, int value)
+
+let private M_TRIM_THRESHOLD = -1
+let private M_MMAP_THRESHOLD = -3
+
+let mutable private applied = false
+
+/// On Linux/glibc, stops the allocator from returning every large block to the OS on free (which
+/// makes libtorch's CPU temporaries pay mmap/munmap on every op): mmap threshold 32 MiB, trim
+/// threshold at its maximum. Safe to call many times; does nothing elsewhere.
+let tuneAllocator () =
+    if not applied then
+        applied <- true
+        if OperatingSystem.IsLinux() then
+            try
+                mallopt (M_MMAP_THRESHOLD, 32 * 1024 * 1024) |> ignore
+                mallopt (M_TRIM_THRESHOLD, Int32.MaxValue) |> ignore
+            with
+            | :? DllNotFoundException
+            | :? EntryPointNotFoundException -> () // not glibc (e.g. musl): leave the allocator alone
+
+/// The device named by a string ("cpu", "cuda", "cuda:1"); CPU when null or empty.
+let device (name: string) : Device =
+    if String.IsNullOrWhiteSpace name then TorchSharp.torch.CPU
+    else
+        try TorchSharp.torch.device(name)
+        with e -> raise (ArgumentException(sprintf "device was \"%s\"; expected \"cpu\", \"cuda\" or \"cuda:N\" (%s)" name e.Message, "device"))

@@ -1,0 +1,65 @@
+/// Pictures of what the model does: a PNG grid of original / masked input / reconstruction.
+module Mae.Visualize
+
+open System.IO
+open TorchSharp
+open StbImageWriteSharp
+
+/// [K, C, H, W] in [0, 1] -> a PNG with one row per image and `columns` images per row
+/// (images given row after row), each scaled up `scale` times, 2-pixel gaps.
+let writeGrid (path: string) (columns: int) (scale: int) (images: Tensor) =
+    Guard.rank "images" 4 "[K, C, H, W]" images
+    let k, c, h, w = int images.shape.[0], int images.shape.[1], int images.shape.[2], int images.shape.[3]
+    if c <> 1 && c <> 3 then Guard.fail "images channels" c "1 (grey) or 3 (RGB)"
+    let rows = (k + columns - 1) / columns
+    let gap = 2
+    let cw, ch = w * scale + gap, h * scale + gap
+    let width, height = columns * cw + gap, rows * ch + gap
+    let pixels: byte[] = Array.create (width * height * c) 255uy
+    let bytes: byte[] = (images.clamp_min(0.0).clamp_max(1.0) * 255.0).round().to_type(ScalarType.Byte).cpu().data<byte>().ToArray()
+    for i in 0 .. k - 1 do
+        let r, col = i / columns, i % columns
+        let x0, y0 = gap + col * cw, gap + r * ch
+        for y in 0 .. h * scale - 1 do
+            for x in 0 .. w * scale - 1 do
+                for ch in 0 .. c - 1 do
+                    let v = bytes.[((i * c + ch) * h + y / scale) * w + x / scale]
+                    pixels.[((y0 + y) * width + x0 + x) * c + ch] <- v
+    Checkpoint.writeAtomically path (fun s ->
+        ImageWriter().WritePng(pixels, width, height, (if c = 1 then ColorComponents.Grey else ColorComponents.RedGreenBlue), s))
+
+/// Reconstructed patches in pixel space. With a norm-pix model the predictions are per-patch
+/// normalised, so they are mapped back with the statistics of the sample's *visible* patches
+/// (the mean over visible patches of their mean and standard deviation) — never the hidden
+/// patches' own. pred, target [N, L, P], mask [N, L] -> [N, L, P]
+let denormalise (normPix: bool) (pred: Tensor) (target: Tensor) (mask: Tensor) =
+    if not normPix then pred
+    else
+        let visible = (1.0 - mask).unsqueeze(-1L) // [N, L, 1]
+        let count = visible.sum([| 1L |], keepdim = true).clamp_min(1.0) // [N, 1, 1]
+        let mean = target.mean([| -1L |], keepdim = true)
+        let std = (target.var(-1L, unbiased = true, keepdim = true) + Losses.normPixEps).sqrt()
+        let vMean = (mean * visible).sum([| 1L |], keepdim = true) / count
+        let vStd = (std * visible).sum([| 1L |], keepdim = true) / count
+        pred * vStd + vMean
+
+/// Runs the model on `imgs` [K, C, H, W] with masks from `generator` and writes a 3-column grid
+/// (original, masked input, reconstruction with the visible patches pasted back).
+/// `toUnit` maps the model's input values back to [0, 1] for display.
+let reconstruction (path: string) (model: MaskedAutoencoderViT) (generator: Generator) (toUnit: Tensor -> Tensor) (imgs: Tensor) =
+    use _ = torch.NewDisposeScope()
+    use _ = torch.no_grad()
+    model.eval ()
+    let device = model.parameters() |> Seq.head |> fun p -> p.device
+    let imgs = imgs.``to``(device)
+    let out = model.Forward(imgs, generator)
+    let target = model.Patchify imgs
+    let m = out.Mask.unsqueeze(-1L)
+    let predPix = denormalise model.Config.NormPixLoss out.Pred target out.Mask
+    let pasted = target * (1.0 - m) + predPix * m
+    let lo = target.min()
+    let maskedInput = target * (1.0 - m) + lo * m // hidden patches shown dark
+    let k = imgs.shape.[0]
+    let panel (x: Tensor) = toUnit (model.Unpatchify x)
+    let grid = torch.stack([| toUnit imgs; panel maskedInput; panel pasted |], 1L) // [K, 3, C, H, W]
+    writeGrid path 3 4 (grid.reshape(k * 3L, imgs.shape.[1], imgs.shape.[2], imgs.shape.[3]))
