@@ -1,0 +1,13 @@
+open System.Threading
+open TorchSharp
+open Mae
+open Mae.Data
+
+let train, test = Mnist.load (printfn "%s") 0 0 // fetched once, checksum-verified, cached
+let model = MaskedAutoencoderViT.Create(MaeConfig.tiny, 0L)
+let options = { PretrainOptions.defaults with Epochs = 5; BaseLr = 1e-3 }
+let result = Pretrain.run model train.Images options null ignore CancellationToken.None
+let features (x: Tensor) = model.Features(x, false) // encoder only, no masking: [N, D]
+let trX, teX = Probe.extract features torch.CPU 512 train.Images, Probe.extract features torch.CPU 512 test.Images
+let probe = Probe.linear Probe.defaultLinearOptions 10 trX train.Labels teX test.Labels
+printfn "loss %.3f, linear-probe accuracy %.3f" result.FinalLoss probe.TestAccuracy
