@@ -33,6 +33,35 @@ let profile (kernel: AttentionKernel) =
         opt.step() |> ignore
         opt.zero_grad())
 
+/// Resident memory of this process in MiB (Linux: VmRSS).
+let rssMiB () =
+    use p = Process.GetCurrentProcess()
+    p.Refresh()
+    float p.WorkingSet64 / 1048576.0
+
+/// Trains the tiny preset for `steps` optimizer steps on synthetic images and reports resident
+/// memory at given steps: it must stay flat after warm-up (one dispose scope per step).
+let soak (steps: int) (batch: int) (marks: int list) =
+    let cfg = MaeConfig.tiny
+    use model = MaskedAutoencoderViT.Create(cfg, 0L)
+    let n = batch * 16
+    use images = torch.randn(int64 n, 1L, 28L, 28L)
+    let epochs = (steps + 15) / 16
+    let options =
+        { PretrainOptions.defaults with
+            Epochs = epochs; BatchSize = batch; BaseLr = 1e-3; MaxIterations = steps }
+    let seen = Collections.Generic.Dictionary<int, float>()
+    let report (p: PretrainProgress) =
+        if List.contains p.Step marks then
+            let rss = rssMiB ()
+            seen.[p.Step] <- rss
+            eprintfn "step %5d  rss %.1f MiB  loss %.4f" p.Step rss p.Loss
+    let r = Pretrain.run model images options null report Threading.CancellationToken.None
+    let parts = marks |> List.map (fun m -> sprintf "\"rss_mib_step_%d\":%.1f" m seen.[m]) |> String.concat ","
+    let first, last = seen.[List.head marks], seen.[List.last marks]
+    printfn "{\"case\":\"soak-tiny\",\"steps\":%d,\"batch\":%d,%s,\"growth_percent\":%.2f,\"seconds\":%.0f}"
+        r.Steps batch parts ((last - first) / first * 100.0) r.Seconds
+
 [<EntryPoint>]
 let main argv =
     torch.set_num_threads 2
@@ -43,6 +72,13 @@ let main argv =
         profile Sdpa
         profile Math
         0
+    | [| "soak" |] ->
+        soak 2000 128 [ 200; 500; 1000; 1500; 2000 ]
+        0
+    | [||] ->
+        profile Math
+        soak 2000 128 [ 200; 500; 1000; 1500; 2000 ]
+        0
     | _ ->
-        eprintfn "usage: profile"
+        eprintfn "usage: Mae.Benchmarks [profile|soak]"
         2
