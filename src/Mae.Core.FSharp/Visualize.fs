@@ -57,9 +57,9 @@ let reconstruction (path: string) (model: MaskedAutoencoderViT) (generator: Gene
     let m = out.Mask.unsqueeze(-1L)
     let predPix = denormalise model.Config.NormPixLoss out.Pred target out.Mask
     let pasted = target * (1.0 - m) + predPix * m
-    let lo = target.min()
-    let maskedInput = target * (1.0 - m) + lo * m // hidden patches shown dark
     let k = imgs.shape.[0]
-    let panel (x: Tensor) = toUnit (model.Unpatchify x)
-    let grid = torch.stack([| toUnit imgs; panel maskedInput; panel pasted |], 1L) // [K, 3, C, H, W]
+    let hidden = model.Unpatchify(m.expand_as(target)) // [K, C, H, W], 1 on hidden pixels
+    let original = toUnit imgs
+    let maskedInput = original * (1.0 - hidden) + 0.4 * hidden // hidden patches shown mid-grey
+    let grid = torch.stack([| original; maskedInput; toUnit (model.Unpatchify pasted) |], 1L) // [K, 3, C, H, W]
     writeGrid path 3 4 (grid.reshape(k * 3L, imgs.shape.[1], imgs.shape.[2], imgs.shape.[3]))
