@@ -21,10 +21,13 @@ type MaskResult =
 
 module Masking =
 
-    /// MAE's kept count: floor(L * (1 - ratio)).
+    /// MAE's kept count: floor(L * (1 - ratio)); at least one token must stay visible.
     let keepCount (tokens: int) (ratio: float) =
         Guard.maskRatio "maskRatio" ratio
-        int (floor (float tokens * (1.0 - ratio) + 1e-9))
+        let keep = int (floor (float tokens * (1.0 - ratio) + 1e-9))
+        if keep < 1 then
+            Guard.fail "maskRatio" ratio (sprintf "a ratio that leaves at least one of the %d tokens visible (at most %g)" tokens (1.0 - 1.0 / float tokens))
+        keep
 
     /// A System.Random seeded from the torch generator, for masks built on the CPU by rules
     /// (block-wise); the same generator state gives the same masks.
