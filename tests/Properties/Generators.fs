@@ -78,8 +78,8 @@ let anyRatio = Gen.frequency [ 3, ratios; 1, paperRatios ]
 
 /// Which masking function a case exercises, with its grid.
 type MaskKind =
-    | RandomPerSample
-    | RandomShared
+    | PerSample
+    | BatchShared
     | Tube of slots: int
     /// F frequency rows x T time columns; the case's Ratio is the time ratio.
     | TimeFrequency of freqRows: int * timeCols: int * freqRatio: Ratio
@@ -98,8 +98,8 @@ type MaskCase =
     /// The kept (visible) count per sample the design promises.
     member c.ExpectedKeep =
         match c.Kind with
-        | RandomPerSample
-        | RandomShared
+        | PerSample
+        | BatchShared
         | Block _ -> c.Ratio.Keep c.L
         | Tube slots -> slots * c.Ratio.Keep(c.L / slots)
         | TimeFrequency(f, t, rf) -> rf.Keep f * c.Ratio.Keep t
@@ -116,8 +116,8 @@ let maskCasesOf (kind: string) =
         let! seed = seeds
         let! kind, l =
             match kind with
-            | "random" -> Gen.choose (1, 40) |> Gen.map (fun l -> RandomPerSample, l)
-            | "randomShared" -> Gen.choose (1, 40) |> Gen.map (fun l -> RandomShared, l)
+            | "random" -> Gen.choose (1, 40) |> Gen.map (fun l -> PerSample, l)
+            | "randomShared" -> Gen.choose (1, 40) |> Gen.map (fun l -> BatchShared, l)
             | "tube" ->
                 Gen.zip (Gen.choose (1, 4)) (Gen.choose (1, 12)) |> Gen.map (fun (slots, s) -> Tube slots, slots * s)
             | "timeFrequency" ->
@@ -154,8 +154,8 @@ let applyMask (c: MaskCase) (x: Tensor) : MaskResult =
     use g = generator c.Seed
     let r = c.Ratio.Value
     match c.Kind with
-    | RandomPerSample -> Masking.random g r x
-    | RandomShared -> Masking.randomShared g r x
+    | PerSample -> Masking.random g r x
+    | BatchShared -> Masking.randomShared g r x
     | Tube slots -> Masking.tube g r slots x
     | TimeFrequency(f, t, rf) -> Masking.timeFrequency g r rf.Value (f, t) x
     | Block(h, w) -> Masking.block g r (h, w) x

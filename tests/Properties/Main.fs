@@ -5,4 +5,4 @@ open Expecto
 [<EntryPoint>]
 let main argv =
     TorchSharp.torch.set_num_threads 2
-    Mae.Tests.Runner.run argv (testList "properties" [ MaskingProps.tests; PatchifyProps.tests; LossProps.tests ])
+    Mae.Tests.Runner.run argv (testList "properties" [ MaskingProps.tests; PatchifyProps.tests; LossProps.tests; PosEmbedProps.tests; DeterminismProps.tests ])
