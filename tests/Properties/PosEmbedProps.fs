@@ -27,16 +27,13 @@ let reference1d (dim: int) (pos: int) =
     let angle i = float pos / Math.Pow(10000.0, float i / float half)
     Array.append (Array.init half (angle >> sin)) (Array.init half (angle >> cos))
 
-let private rowsOf (table: Tensor) =
-    let t = table.to_type(ScalarType.Float64).contiguous()
-    let d = int t.shape.[1]
-    let flat = t.data<float>().ToArray()
-    Array.init (int t.shape.[0]) (fun i -> flat.[i * d .. i * d + d - 1])
-
-let private expectRowClose (actual: float[]) (expected: float[]) (what: string) =
-    Expect.equal actual.Length expected.Length (what + ": width")
-    let worst = Array.map2 (fun (a: float) b -> abs (a - b)) actual expected |> Array.max
-    Expect.isLessThan worst 1e-6 (what + ": largest difference from the formula")
+/// The table's token rows (cls row dropped) against `expected` rows, largest difference < 1e-6.
+let private expectCloseToFormula (table: Tensor) (extra: int) (expected: float[][]) (what: string) =
+    let d = int64 table.shape.[1]
+    let reference = torch.tensor(Array.concat expected).reshape(-1L, d)
+    let tokens = table.narrow(0L, int64 extra, table.shape.[0] - int64 extra).to_type(ScalarType.Float64)
+    expectShape reference (List.ofArray tokens.shape) (what + ": formula rows")
+    Expect.isLessThan ((tokens - reference).abs().max().item<float>()) 1e-6 (what + ": largest difference from the formula")
 
 let sinCos2dLayout (c: TableCase) =
     use _ = torch.NewDisposeScope()
@@ -50,16 +47,15 @@ let sinCos2dLayout (c: TableCase) =
     // distinct rows are distinct (cls row included)
     let same = table.unsqueeze(0L).eq(table.unsqueeze(1L)).all(-1L)
     expectEqual same (torch.eye(int64 m, dtype = ScalarType.Bool)) "rows equal only to themselves"
-    // first half: the column's 1D embedding; second half: the row's; exactly shared along rows/columns
-    let rows = rowsOf table
+    // first half: the column's 1D embedding; second half: the row's
     let half = c.D / 2
-    for i in 0 .. c.H - 1 do
-        for j in 0 .. c.W - 1 do
-            let r = rows.[extra + i * c.W + j]
-            expectRowClose r.[.. half - 1] (reference1d half j) (sprintf "first half of (%d, %d)" i j)
-            expectRowClose r.[half ..] (reference1d half i) (sprintf "second half of (%d, %d)" i j)
-            Expect.sequenceEqual r.[.. half - 1] rows.[extra + j].[.. half - 1] "first half depends only on the column"
-            Expect.sequenceEqual r.[half ..] rows.[extra + i * c.W].[half ..] "second half depends only on the row"
+    let expected = [| for i in 0 .. c.H - 1 do for j in 0 .. c.W - 1 -> Array.append (reference1d half j) (reference1d half i) |]
+    expectCloseToFormula table extra expected "sinCos2d"
+    // exactly: the first half is the same down a column, the second half the same along a row
+    let grid = table.narrow(0L, int64 extra, int64 (c.H * c.W)).reshape(int64 c.H, int64 c.W, int64 c.D)
+    let firstHalf, secondHalf = grid.narrow(2L, 0L, int64 half), grid.narrow(2L, int64 half, int64 half)
+    expectEqual firstHalf (firstHalf.narrow(0L, 0L, 1L).expand_as(firstHalf)) "first half depends only on the column"
+    expectEqual secondHalf (secondHalf.narrow(1L, 0L, 1L).expand_as(secondHalf)) "second half depends only on the row"
 
 /// A 3D table: (time, column, row) parts depend only on the slot, the column and the row.
 type Table3dCase = { D: int; S: int; H: int; W: int; Cls: bool }
@@ -82,12 +78,11 @@ let sinCos3dLayout (c: Table3dCase) =
     if c.Cls then expectEqual (table.select(0L, 0L)) (torch.zeros(int64 c.D)) "cls row"
     let dt, dx, dy = PosEmbed.split3d c.D
     Expect.equal (dt + dx + dy) c.D "split3d covers the width"
-    let rows = rowsOf table
-    for s in 0 .. c.S - 1 do
-        for i in 0 .. c.H - 1 do
-            for j in 0 .. c.W - 1 do
-                let expected = Array.concat [ reference1d dt s; reference1d dx j; reference1d dy i ]
-                expectRowClose rows.[extra + (s * c.H + i) * c.W + j] expected (sprintf "token (%d, %d, %d)" s i j)
+    let expected =
+        [| for s in 0 .. c.S - 1 do
+             for i in 0 .. c.H - 1 do
+                 for j in 0 .. c.W - 1 -> Array.concat [ reference1d dt s; reference1d dx j; reference1d dy i ] |]
+    expectCloseToFormula table extra expected "sinCos3d"
 
 /// A ratio outside [0, 1) and the masking call it is passed to.
 type BadRatioCase = { Ratio: float; Call: string }
