@@ -158,6 +158,15 @@ let normPixStatistics (c: NormCase) =
         Expect.isLessThan (value (mean.abs().max())) 1e-3 "largest |per-token mean|"
         Expect.isLessThan (value ((var - 1.0).abs().max())) 1e-3 "largest |per-token variance - 1|"
 
+/// One value per token has no unbiased variance: the norm-pix target refuses it (instead of NaN).
+let normPixNeedsTwoValues (n: int, l: int) =
+    use _ = torch.NewDisposeScope()
+    let x = torch.ones(int64 n, int64 l, 1L)
+    let ex = Expect.throwsC (fun () -> Losses.normPixTarget Losses.normPixEps x |> ignore) id
+    match ex with
+    | :? ArgumentException as ae -> Expect.equal ae.ParamName "target" "ParamName"
+    | other -> failtestf "expected an ArgumentException, got %s" (other.GetType().Name)
+
 let tests =
     testList "losses" [
         for lut in losses do
@@ -169,4 +178,5 @@ let tests =
                 property "matches its definition" lossCases (matchesDefinition lut)
             ]
         yield property "norm-pix target: per-token mean 0, variance 1" normCases normPixStatistics
+        yield propertyN 10 "norm-pix target refuses tokens of one value" (Gen.zip (Gen.choose (1, 3)) (Gen.choose (1, 5))) normPixNeedsTwoValues
     ]
