@@ -58,7 +58,6 @@ type Ratio =
     member r.Value = float r.Num / float r.Den
     /// floor(count * (1 - Num/Den)), exactly.
     member r.Keep(count: int) = count * (r.Den - r.Num) / r.Den
-    override r.ToString() = sprintf "%d/%d" r.Num r.Den
 
 let ratios =
     gen {
