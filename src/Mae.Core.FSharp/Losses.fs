@@ -9,8 +9,12 @@ open TorchSharp
 type ReconstructionLoss = Tensor -> Tensor -> Tensor -> Tensor
 
 /// Per-patch normalised target (MAE's norm_pix_loss): each token's vector minus its mean, over
-/// sqrt(unbiased variance + eps). target [N, L, P] -> [N, L, P]
+/// sqrt(unbiased variance + eps). target [N, L, P] -> [N, L, P], P >= 2 (the unbiased variance of a
+/// single value is undefined: it would make the target, and so the loss, NaN).
 let normPixTarget (eps: float) (target: Tensor) : Tensor =
+    Guard.notNull "target" target
+    if target.ndim = 0L || target.shape.[int target.ndim - 1] < 2L then
+        Guard.fail "target" (Guard.shapeOf target) "a token width P of at least 2 for the norm-pix target"
     let mean = target.mean([| -1L |], keepdim = true)
     let var = target.var(-1L, unbiased = true, keepdim = true)
     (target - mean) / (var + eps).sqrt()
