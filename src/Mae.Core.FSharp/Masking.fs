@@ -21,13 +21,17 @@ type MaskResult =
 
 module Masking =
 
-    /// MAE's kept count: floor(L * (1 - ratio)); at least one token must stay visible.
-    let keepCount (tokens: int) (ratio: float) =
-        Guard.maskRatio "maskRatio" ratio
+    /// MAE's kept count floor(L * (1 - ratio)), for the ratio argument called `name`; at least
+    /// one token must stay visible.
+    let keepCountOf (name: string) (tokens: int) (ratio: float) =
+        Guard.maskRatio name ratio
         let keep = int (floor (float tokens * (1.0 - ratio) + 1e-9))
         if keep < 1 then
-            Guard.fail "maskRatio" ratio (sprintf "a ratio that leaves at least one of the %d tokens visible (at most %g)" tokens (1.0 - 1.0 / float tokens))
+            Guard.fail name ratio (sprintf "a ratio that leaves at least one of the %d tokens visible (at most %g)" tokens (1.0 - 1.0 / float tokens))
         keep
+
+    /// MAE's kept count: floor(L * (1 - maskRatio)); at least one token must stay visible.
+    let keepCount (tokens: int) (ratio: float) = keepCountOf "maskRatio" tokens ratio
 
     /// A System.Random seeded from the torch generator, for masks built on the CPU by rules
     /// (block-wise); the same generator state gives the same masks.
@@ -102,8 +106,8 @@ module Masking =
         let n, l = x.shape.[0], x.shape.[1]
         if l <> int64 (freqRows * timeCols) then
             Guard.fail "x token count L" l (sprintf "freqRows*timeCols = %d" (freqRows * timeCols))
-        let keepT = keepCount timeCols timeRatio
-        let keepF = keepCount freqRows freqRatio
+        let keepT = keepCountOf "timeRatio" timeCols timeRatio
+        let keepF = keepCountOf "freqRatio" freqRows freqRatio
         let pick count keepN =
             let rank = torch.rand([| n; int64 count |], generator = gen).argsort(dim = 1L).argsort(dim = 1L)
             rank.ge(torch.tensor(int64 keepN)) // [N, count] bool, true = hidden

@@ -104,6 +104,14 @@ type MaskCase =
         | TimeFrequency(f, t, rf) -> rf.Keep f * c.Ratio.Keep t
         | Given hidden -> c.L - hidden
 
+    /// Every masked axis keeps at least one token (ratios that would hide all are rejected by
+    /// the library, which a separate property checks).
+    member c.KeepsSome =
+        match c.Kind with
+        | TimeFrequency(f, t, rf) -> rf.Keep f >= 1 && c.Ratio.Keep t >= 1
+        | Tube slots -> c.Ratio.Keep(c.L / slots) >= 1
+        | _ -> c.ExpectedKeep >= 1
+
 let kindNames = [ "random"; "randomShared"; "tube"; "timeFrequency"; "block"; "given" ]
 
 /// Cases of one kind (by name, see `kindNames`), with small shapes.
@@ -136,6 +144,24 @@ let maskCasesOf (kind: string) =
                 }
             | other -> failwithf "unknown masking kind %s" other
         return { Kind = kind; N = n; L = l; D = d; Ratio = ratio; Seed = seed }
+    }
+    |> Gen.filter (fun c -> c.KeepsSome)
+
+/// Cases whose ratio would hide every token of some axis (never `Given`).
+let hideAllCasesOf (kind: string) =
+    gen {
+        let! c = Gen.filter (fun (c: MaskCase) -> not c.KeepsSome) (gen {
+            let! n = Gen.choose (1, 3)
+            let! ratio = anyRatio
+            let! seed = seeds
+            let! l = Gen.choose (1, 6)
+            return { Kind = PerSample; N = n; L = l; D = 2; Ratio = ratio; Seed = seed } })
+        return
+            match kind with
+            | "randomShared" -> { c with Kind = BatchShared }
+            | "block" -> { c with Kind = Block(1, c.L) }
+            | "tube" -> { c with Kind = Tube 1 }
+            | _ -> c
     }
 
 /// Distinct random tokens for a case: [N, L, D] float32.

@@ -102,6 +102,7 @@ let blockCases =
         let! seed = seeds
         return { Kind = Block(h, w); N = n; L = h * w; D = 1; Ratio = { Num = num; Den = 20 }; Seed = seed }
     }
+    |> Gen.filter (fun c -> c.KeepsSome)
 
 let tests =
     testList "masking" [

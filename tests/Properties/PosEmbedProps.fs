@@ -119,8 +119,19 @@ let badRatioRaises (c: BadRatioCase) =
         Expect.stringStarts ae.Message (sprintf "%s was %O" name c.Ratio) "message names the argument and its value"
     | other -> failtestf "expected an ArgumentException, got %s" (other.GetType().Name)
 
+/// A ratio that would hide every token of an axis raises ArgumentException naming the ratio.
+let hideAllRaises (kind: string) (c: MaskCase) =
+    use _ = torch.NewDisposeScope()
+    let ex = Expect.throwsC (fun () -> applyMask c (tokensFor c) |> ignore) id
+    match ex with
+    | :? ArgumentException as ae -> Expect.equal ae.ParamName "maskRatio" (sprintf "%s: ParamName" kind)
+    | other -> failtestf "expected an ArgumentException, got %s" (other.GetType().Name)
+
 let tests =
     testList "positions and guards" [
+        for kind in [ "random"; "randomShared"; "block"; "tube" ] do
+            property (sprintf "%s: a ratio hiding every token raises ArgumentException naming maskRatio" kind)
+                (hideAllCasesOf kind) (hideAllRaises kind)
         property "sinCos2d: cls row 0, values in [-1,1], distinct rows, column/row halves" tableCases sinCos2dLayout
         property "sinCos3d: (time, column, row) parts follow the formula" table3dCases sinCos3dLayout
         property "mask ratio outside [0, 1) raises ArgumentException naming it" badRatioCases badRatioRaises
