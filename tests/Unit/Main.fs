@@ -1,0 +1,8 @@
+module Mae.Tests.Unit.Main
+
+open Expecto
+
+[<EntryPoint>]
+let main argv =
+    TorchSharp.torch.set_num_threads 2
+    Mae.Tests.Runner.run argv (testList "unit" [])
