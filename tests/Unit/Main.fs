@@ -5,4 +5,13 @@ open Expecto
 [<EntryPoint>]
 let main argv =
     TorchSharp.torch.set_num_threads 2
-    Mae.Tests.Runner.run argv (testList "unit" [ ParameterTests.tests; ModelTests.tests; GuardTests.tests ])
+    Mae.Tests.Runner.run argv (
+        testList "unit" [
+            ParameterTests.tests
+            ModelTests.tests
+            GuardTests.tests
+            OptimTests.tests
+            TrainingTests.tests
+            CheckpointTests.tests
+        ]
+    )
