@@ -13,5 +13,9 @@ let main argv =
             OptimTests.tests
             TrainingTests.tests
             CheckpointTests.tests
+            ProbeTests.tests
+            FineTuneTests.tests
+            DataTests.tests
+            VisualizeTests.tests
         ]
     )
