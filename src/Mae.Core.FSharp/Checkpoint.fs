@@ -175,4 +175,7 @@ let exportEncoder (path: string) (model: MaskedAutoencoderViT) =
         |> Seq.map (fun struct (n, _) -> n)
         |> Seq.filter (fun n -> not (Array.contains n model.EncoderParameterNames))
         |> Array.ofSeq
-    writeAtomically path (fun s -> model.save(s, skip = decoderNames) |> ignore)
+    // Module.save(Stream) closes the stream it is given; writeAtomically still has to flush it.
+    writeAtomically path (fun s ->
+        use w = new BinaryWriter(s, Text.Encoding.UTF8, true)
+        model.save(w, skip = decoderNames) |> ignore)

@@ -49,12 +49,14 @@ type Mlp(dim: int, hidden: int) as this =
 
 /// Pre-norm transformer block: x + attn(norm1 x), then + mlp(norm2 x).
 /// Parameters: norm1.*, attn.*, norm2.*, mlp.* (the reference checkpoint's names).
-type Block(dim: int, attn: Module<Tensor, Tensor>, mlp: Module<Tensor, Tensor>) as this =
+/// (The constructor's arguments must not be named `attn`/`mlp`: a `let` that shadows a constructor
+/// argument compiles to a field named `attn@NN`, and RegisterComponents takes the field's name.)
+type Block(dim: int, attention: Module<Tensor, Tensor>, feedForward: Module<Tensor, Tensor>) as this =
     inherit Module<Tensor, Tensor>("Block")
     let norm1 = LayerNorm(int64 dim, eps = 1e-6)
-    let attn = attn
+    let attn = attention
     let norm2 = LayerNorm(int64 dim, eps = 1e-6)
-    let mlp = mlp
+    let mlp = feedForward
     do this.RegisterComponents()
 
     /// x: [N, L, D] -> [N, L, D]

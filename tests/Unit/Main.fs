@@ -1,0 +1,21 @@
+module Mae.Tests.Unit.Main
+
+open Expecto
+
+[<EntryPoint>]
+let main argv =
+    TorchSharp.torch.set_num_threads 2
+    Mae.Tests.Runner.run argv (
+        testList "unit" [
+            ParameterTests.tests
+            ModelTests.tests
+            GuardTests.tests
+            OptimTests.tests
+            TrainingTests.tests
+            CheckpointTests.tests
+            ProbeTests.tests
+            FineTuneTests.tests
+            DataTests.tests
+            VisualizeTests.tests
+        ]
+    )

@@ -1,0 +1,88 @@
+/// Pretraining: the loss falls on learnable data, NaN stops training with a clear error, gradient
+/// accumulation counts its steps.
+module Mae.Tests.Unit.TrainingTests
+
+open System
+open System.Threading
+open Expecto
+open TorchSharp
+open Mae
+open Mae.Tests.Unit.Common
+
+let private options =
+    { PretrainOptions.defaults with
+        Epochs = 4
+        BatchSize = 16
+        BaseLr = 1.6e-2 // lr 1e-3 at batch 16
+        WarmupEpochs = 0.5
+        Seed = 1L }
+
+let tests =
+    testList "pretraining" [
+        test "the loss falls on a small learnable data set" {
+            use images = smoothPatterns 11 256 4
+            use m = MaskedAutoencoderViT.Create(small, 2L)
+            let reports = Collections.Generic.List<PretrainProgress>()
+            let r = Pretrain.run m images options null reports.Add CancellationToken.None
+            Expect.equal r.Iterations 64 "4 epochs of 16 batches"
+            Expect.equal r.Steps 64 "one step per batch"
+            Expect.equal r.EpochLosses.Length 4 "one mean loss per epoch"
+            Expect.isFalse r.Cancelled "not cancelled"
+            Expect.isNull r.CheckpointPath "no checkpoint directory, no checkpoint"
+            let first, last = r.EpochLosses.[0], Array.last r.EpochLosses
+            Expect.isLessThan last (0.8 * first) (sprintf "last epoch's loss %.4f well below the first's %.4f" last first)
+            Expect.isTrue (Double.IsFinite r.FinalLoss) "final loss finite"
+            Expect.equal reports.Count 64 "a report per step"
+            Expect.equal [ for p in reports -> p.Step ] [ 1 .. 64 ] "steps counted 1..64"
+            Expect.all reports (fun p -> p.TotalSteps = 64) "total steps"
+            let peak = reports |> Seq.map (fun p -> p.Lr) |> Seq.max
+            Expect.floatClose Accuracy.medium peak 1e-3 "peak lr = BaseLr * 16 / 256"
+            Expect.isFalse m.training "the model is left in eval mode"
+        }
+        test "NaN in the images stops training with an InvalidOperationException about the loss" {
+            use images = torch.randn(32L, 1L, 28L, 28L)
+            images.[3L].fill_(nan) |> ignore
+            use m = MaskedAutoencoderViT.Create(small, 2L)
+            let before = snapshot m
+            let o = { options with Epochs = 1; BatchSize = 32 }
+            let e = expectExn<InvalidOperationException> "NaN loss" (fun () -> Pretrain.run m images o null ignore CancellationToken.None |> ignore)
+            Expect.stringContains e.Message "Loss is NaN" "says the loss is NaN"
+            Expect.stringContains e.Message "iteration 0" "says where"
+            for struct (name, p) in m.named_parameters() do
+                Expect.isTrue (same p before.[name]) (sprintf "%s untouched by the NaN step" name)
+        }
+        test "gradient accumulation: AccumulationSteps 2 takes a step every second batch" {
+            use images = smoothPatterns 12 64 2
+            use m = MaskedAutoencoderViT.Create(small, 2L)
+            let o = { options with Epochs = 2; BatchSize = 8; AccumulationSteps = 2 }
+            let steps = Collections.Generic.List<int>()
+            let r = Pretrain.run m images o null (fun p -> steps.Add p.Step) CancellationToken.None
+            Expect.equal r.Iterations 16 "2 epochs of 8 batches"
+            Expect.equal r.Steps (r.Iterations / 2) "Steps = Iterations / 2"
+            Expect.equal (List.ofSeq steps) [ 1 .. 8 ] "a report per optimizer step"
+        }
+        test "gradient accumulation: no update before the accumulation is complete" {
+            use images = smoothPatterns 12 32 2
+            use m = MaskedAutoencoderViT.Create(small, 2L)
+            let before = snapshot m
+            // no warmup: the first step has a non-zero learning rate
+            let o = { options with Epochs = 1; BatchSize = 8; AccumulationSteps = 2; MaxIterations = 1; WarmupEpochs = 0.0 }
+            let r = Pretrain.run m images o null ignore CancellationToken.None
+            Expect.equal (r.Iterations, r.Steps) (1, 0) "one micro-batch, no step"
+            for struct (name, p) in m.named_parameters() do
+                Expect.isTrue (same p before.[name]) (sprintf "%s not updated yet" name)
+            let r2 = Pretrain.run m images { o with MaxIterations = 2 } null ignore CancellationToken.None
+            Expect.equal r2.Steps 1 "two micro-batches, one step"
+            Expect.isFalse (same (param m "decoder_pred.weight") before.["decoder_pred.weight"]) "updated after the step"
+        }
+        test "MaxIterations stops early; cancellation stops at the next step" {
+            use images = smoothPatterns 13 64 2
+            use m = MaskedAutoencoderViT.Create(small, 2L)
+            let r = Pretrain.run m images { options with BatchSize = 8; MaxIterations = 5 } null ignore CancellationToken.None
+            Expect.equal (r.Iterations, r.Steps) (5, 5) "5 iterations"
+            use cts = new CancellationTokenSource()
+            let r = Pretrain.run m images { options with BatchSize = 8 } null (fun p -> if p.Step = 3 then cts.Cancel()) cts.Token
+            Expect.isTrue r.Cancelled "cancelled"
+            Expect.equal r.Steps 3 "stopped after the step that saw the cancellation"
+        }
+    ]
