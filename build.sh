@@ -97,7 +97,8 @@ run_tests() {
     log "test: $proj"
     out=$(mktemp)
     set +e
-    dotnet run --project "$proj" -c "$CONFIG" --no-build -- "$@" 2>&1 | tee "$out"
+    # strip terminal escape codes (Expecto's progress display) so that summary lines stand alone
+    dotnet run --project "$proj" -c "$CONFIG" --no-build -- "$@" 2>&1 | sed -u 's/\x1b\[[0-9;?]*[A-Za-z]//g' | tee "$out"
     local prc=${PIPESTATUS[0]}
     set -e
     line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -n 1 || true)
@@ -115,6 +116,7 @@ run_tests() {
     [ "$prc" -eq 0 ] || rc=1
   done
   [ "$total_failed" -eq 0 ] || rc=1
+  echo
   echo "$total_passed passed, $total_failed failed"
   return $rc
 }

@@ -17,5 +17,6 @@ let main argv =
             FineTuneTests.tests
             DataTests.tests
             VisualizeTests.tests
+            ReadmeTests.tests
         ]
     )
