@@ -69,6 +69,11 @@ let main argv =
     if isTerminal then eprintfn ""
     log (sprintf "pretraining done: %d steps in %.0f s, loss %.4f -> %.4f" result.Steps result.Seconds result.EpochLosses.[0] result.FinalLoss)
     Directory.CreateDirectory args.Out |> ignore
+    let ckpt = Path.GetFullPath(Path.Combine(args.Out, "mae-tiny.ckpt"))
+    Checkpoint.save ckpt model None None
+        { Config = config; Iteration = result.Iterations; Step = result.Steps; Epoch = args.Epochs; Extra = JsonObject() }
+    Checkpoint.exportEncoder (Path.Combine(args.Out, "encoder.bin")) model
+    log (sprintf "checkpoint: %s (encoder alone: encoder.bin)" ckpt)
     let png = Path.GetFullPath(Path.Combine(args.Out, "reconstruction.png"))
     let toUnit (x: Tensor) = (x * Idx.mnistStd + Idx.mnistMean)
     use g = new Generator(123UL, torch.CPU)
@@ -94,6 +99,7 @@ let main argv =
     json.["pretrain_steps"] <- JsonValue.Create result.Steps
     json.["final_loss"] <- JsonValue.Create(Math.Round(result.FinalLoss, 4))
     json.["seconds"] <- JsonValue.Create(int clock.Elapsed.TotalSeconds)
+    json.["checkpoint"] <- JsonValue.Create ckpt
     json.["reconstruction_png"] <- JsonValue.Create png
     printfn "%s" (json.ToJsonString())
     0

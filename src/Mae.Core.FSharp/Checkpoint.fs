@@ -51,7 +51,11 @@ let configOfJson (o: JsonNode) : MaeConfig =
          | "block" -> BlockWise ratio
          | other -> raise (InvalidDataException(sprintf "unknown masking \"%s\" in checkpoint" other)))
       NormPixLoss = b "normPixLoss"; ClsToken = b "clsToken"; LearnedPosEmbed = b "learnedPosEmbed"
-      Attention = (if s "attention" = "math" then AttentionKernel.Math else AttentionKernel.Sdpa) }
+      Attention =
+        (match s "attention" with
+         | "math" -> AttentionKernel.Math
+         | "sdpa" -> AttentionKernel.Sdpa
+         | other -> raise (InvalidDataException(sprintf "unknown attention \"%s\" in checkpoint" other))) }
 
 // ---- atomic files ----
 

@@ -39,7 +39,7 @@ type VitClassifier(config: MaeConfig, classes: int) as this =
         for struct (name, p) in this.named_parameters() do
             if names.Contains name then
                 let src = source.[name]
-                if name = "pos_embed" && src.shape <> p.shape then
+                if name = "pos_embed" && mae.Config.Grid <> cfg.Grid then
                     let resized = PosEmbed.interpolate2d src mae.Config.Grid cfg.Grid cfg.ClsToken
                     p.copy_(resized) |> ignore
                 elif src.shape <> p.shape then
@@ -49,6 +49,9 @@ type VitClassifier(config: MaeConfig, classes: int) as this =
     /// [N, C, H, W] -> [N, classes] logits from the mean of the patch tokens.
     override _.forward(imgs: Tensor) =
         Guard.rank "imgs" 4 "[N, C, H, W]" imgs
+        let h, w = cfg.ImageSize
+        if imgs.shape.[1] <> int64 cfg.Channels || imgs.shape.[2] <> int64 h || imgs.shape.[3] <> int64 w then
+            Guard.fail "imgs" (Guard.shapeOf imgs) (sprintf "[N, %d, %d, %d] (the classifier's Channels and ImageSize)" cfg.Channels h w)
         let x = patch_embed.forward(imgs) + pos_embed.narrow(1L, extra, int64 cfg.NumPatches)
         let x =
             if cfg.ClsToken then

@@ -22,8 +22,9 @@ let unpatchify1d (p: int) (channels: int) (x: Tensor) : Tensor =
     x.reshape(n, l, int64 p, int64 channels).permute(0L, 3L, 1L, 2L).reshape(n, int64 channels, l * int64 p)
 
 /// [N, C, H, W] -> [N, (H/ph)*(W/pw), ph*pw*C]; tokens in row-major order of the patch grid.
-let patchify2d (ph: int, pw: int) (x: Tensor) : Tensor =
-    Guard.rank "imgs" 4 "[N, C, H, W]" x
+let patchify2d (ph: int, pw: int) (imgs: Tensor) : Tensor =
+    Guard.rank "imgs" 4 "[N, C, H, W]" imgs
+    let x = imgs
     let n, c, hh, ww = x.shape.[0], x.shape.[1], x.shape.[2], x.shape.[3]
     Guard.divisible "imgs height H" hh ph "height"
     Guard.divisible "imgs width W" ww pw "width"
@@ -45,8 +46,9 @@ let unpatchify2d (ph: int, pw: int) (h: int, w: int) (channels: int) (x: Tensor)
 
 /// [N, C, T, H, W] -> [N, (T/t)*(H/ph)*(W/pw), t*ph*pw*C]; tokens ordered time slot first,
 /// then patch rows, then columns (so token index = slot * (h*w) + row * w + col).
-let patchify3d (t: int, ph: int, pw: int) (x: Tensor) : Tensor =
-    Guard.rank "clips" 5 "[N, C, T, H, W]" x
+let patchify3d (t: int, ph: int, pw: int) (clips: Tensor) : Tensor =
+    Guard.rank "clips" 5 "[N, C, T, H, W]" clips
+    let x = clips
     let n, c, tt, hh, ww = x.shape.[0], x.shape.[1], x.shape.[2], x.shape.[3], x.shape.[4]
     Guard.divisible "clips frames T" tt t "time"
     Guard.divisible "clips height H" hh ph "height"

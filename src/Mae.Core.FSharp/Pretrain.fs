@@ -114,6 +114,13 @@ module Pretrain =
             let meta = Checkpoint.readMeta resumeFrom
             if meta.Config <> model.Config then
                 Guard.fail "resumeFrom" resumeFrom "a checkpoint of a model with the same configuration"
+            // the data order and the schedule depend on these: a resumed run must use the same
+            for key, value in [ "seed", o.Seed; "batchSize", int64 o.BatchSize; "accumulationSteps", int64 accum; "epochs", int64 o.Epochs ] do
+                match meta.Extra.[key] with
+                | null -> ()
+                | stored when stored.GetValue<int64>() <> value ->
+                    Guard.fail "options" (sprintf "%s = %d" key value) (sprintf "%s = %d as in the checkpoint %s" key (stored.GetValue<int64>()) resumeFrom)
+                | _ -> ()
             Checkpoint.loadInto resumeFrom model (Some optimizer) (Some maskGen)
             it <- meta.Iteration
         let stopAt = if o.MaxIterations > 0 then min totalIters o.MaxIterations else totalIters
@@ -128,6 +135,9 @@ module Pretrain =
                 let path = checkpointFile o.CheckpointDirectory
                 let extra = JsonObject()
                 extra.["seed"] <- JsonValue.Create o.Seed
+                extra.["batchSize"] <- JsonValue.Create(int64 o.BatchSize)
+                extra.["accumulationSteps"] <- JsonValue.Create(int64 accum)
+                extra.["epochs"] <- JsonValue.Create(int64 o.Epochs)
                 Checkpoint.save path model (Some (optimizer :> torch.optim.Optimizer)) (Some maskGen)
                     { Config = model.Config; Iteration = it; Step = it / accum; Epoch = it / itersPerEpoch; Extra = extra }
                 lastCkpt <- path

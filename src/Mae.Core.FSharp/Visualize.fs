@@ -29,18 +29,23 @@ let writeGrid (path: string) (columns: int) (scale: int) (images: Tensor) =
         ImageWriter().WritePng(pixels, width, height, (if c = 1 then ColorComponents.Grey else ColorComponents.RedGreenBlue), s))
 
 /// Reconstructed patches in pixel space. With a norm-pix model the predictions are per-patch
-/// normalised, so they are mapped back with the statistics of the sample's *visible* patches
-/// (the mean over visible patches of their mean and standard deviation) — never the hidden
-/// patches' own. pred, target [N, L, P], mask [N, L] -> [N, L, P]
+/// normalised, so they are mapped back with statistics of the sample's *visible* patches — never
+/// the hidden patches' own: the mean mean and mean standard deviation of the visible patches that
+/// carry content (standard deviation above a tenth of the largest visible one; all visible
+/// patches when none does). pred, target [N, L, P], mask [N, L] -> [N, L, P]
 let denormalise (normPix: bool) (pred: Tensor) (target: Tensor) (mask: Tensor) =
     if not normPix then pred
     else
         let visible = (1.0 - mask).unsqueeze(-1L) // [N, L, 1]
-        let count = visible.sum([| 1L |], keepdim = true).clamp_min(1.0) // [N, 1, 1]
         let mean = target.mean([| -1L |], keepdim = true)
         let std = (target.var(-1L, unbiased = true, keepdim = true) + Losses.normPixEps).sqrt()
-        let vMean = (mean * visible).sum([| 1L |], keepdim = true) / count
-        let vStd = (std * visible).sum([| 1L |], keepdim = true) / count
+        let largest = (std * visible).amax([| 1L |], keepdim = true) // [N, 1, 1]
+        let content = visible * std.gt(largest * 0.1).to_type(visible.dtype)
+        let hasContent = content.sum([| 1L |], keepdim = true).gt(torch.tensor(0.0f))
+        let weights = torch.where(hasContent, content, visible)
+        let count = weights.sum([| 1L |], keepdim = true).clamp_min(1.0)
+        let vMean = (mean * weights).sum([| 1L |], keepdim = true) / count
+        let vStd = (std * weights).sum([| 1L |], keepdim = true) / count
         pred * vStd + vMean
 
 /// Runs the model on `imgs` [K, C, H, W] with masks from `generator` and writes a 3-column grid
@@ -49,6 +54,7 @@ let denormalise (normPix: bool) (pred: Tensor) (target: Tensor) (mask: Tensor) =
 let reconstruction (path: string) (model: MaskedAutoencoderViT) (generator: Generator) (toUnit: Tensor -> Tensor) (imgs: Tensor) =
     use _ = torch.NewDisposeScope()
     use _ = torch.no_grad()
+    let wasTraining = model.training
     model.eval ()
     let device = model.parameters() |> Seq.head |> fun p -> p.device
     let imgs = imgs.``to``(device)
@@ -63,3 +69,4 @@ let reconstruction (path: string) (model: MaskedAutoencoderViT) (generator: Gene
     let maskedInput = original * (1.0 - hidden) + 0.4 * hidden // hidden patches shown mid-grey
     let grid = torch.stack([| original; maskedInput; toUnit (model.Unpatchify pasted) |], 1L) // [K, 3, C, H, W]
     writeGrid path 3 4 (grid.reshape(k * 3L, imgs.shape.[1], imgs.shape.[2], imgs.shape.[3]))
+    if wasTraining then model.train ()

@@ -60,6 +60,16 @@ let tests =
             expectArg "resumeFrom" "the same configuration" (fun () ->
                 Pretrain.run other images (options dir.Path) r.CheckpointPath ignore CancellationToken.None) |> ignore
         }
+        test "resuming refuses other data-order or schedule options (seed, batch size)" {
+            use dir = new TempDir()
+            use images = smoothPatterns 21 16 2
+            use m = MaskedAutoencoderViT.Create(small, 4L)
+            let r = Pretrain.run m images { options dir.Path with MaxIterations = 1 } null ignore CancellationToken.None
+            expectArg "options" "seed" (fun () ->
+                Pretrain.run m images { options dir.Path with Seed = 99L } r.CheckpointPath ignore CancellationToken.None) |> ignore
+            expectArg "options" "batchSize" (fun () ->
+                Pretrain.run m images { options dir.Path with BatchSize = 4 } r.CheckpointPath ignore CancellationToken.None) |> ignore
+        }
         test "save then loadModel round-trips weights, configuration and meta" {
             use dir = new TempDir()
             let cfg = { small with ImageSize = (28, 42); PatchSize = (7, 14); Channels = 3; Masking = BlockWise 0.6
