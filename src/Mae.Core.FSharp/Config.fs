@@ -95,27 +95,40 @@ module MaeConfig =
         | "huge" -> huge
         | _ -> Guard.fail "preset" (sprintf "\"%s\"" preset) ("one of " + String.Join(", ", names))
 
-    /// Checks every setting; raises ArgumentException naming the first bad one.
-    let validate (c: MaeConfig) =
+    /// Every problem of the configuration, each an ArgumentException naming the setting, its value
+    /// and the allowed range (empty when the configuration is valid).
+    let problems (c: MaeConfig) : ArgumentException[] =
         let h, w = c.ImageSize
         let ph, pw = c.PatchSize
-        Guard.positive "ImageSize height" h
-        Guard.positive "ImageSize width" w
-        Guard.positive "PatchSize height" ph
-        Guard.positive "PatchSize width" pw
-        Guard.divisible "ImageSize height" (int64 h) ph "height"
-        Guard.divisible "ImageSize width" (int64 w) pw "width"
-        Guard.positive "Channels" c.Channels
-        Guard.positive "Depth" c.Depth
-        Guard.positive "DecoderDepth" c.DecoderDepth
-        Guard.positive "Heads" c.Heads
-        Guard.positive "DecoderHeads" c.DecoderHeads
-        if c.EmbedDim <= 0 || c.EmbedDim % 4 <> 0 then Guard.fail "EmbedDim" c.EmbedDim "a positive multiple of 4"
-        if c.DecoderEmbedDim <= 0 || c.DecoderEmbedDim % 4 <> 0 then
-            Guard.fail "DecoderEmbedDim" c.DecoderEmbedDim "a positive multiple of 4"
-        if c.EmbedDim % c.Heads <> 0 then Guard.fail "Heads" c.Heads (sprintf "a divisor of EmbedDim %d" c.EmbedDim)
-        if c.DecoderEmbedDim % c.DecoderHeads <> 0 then
-            Guard.fail "DecoderHeads" c.DecoderHeads (sprintf "a divisor of DecoderEmbedDim %d" c.DecoderEmbedDim)
-        if not (c.MlpRatio > 0.0) then Guard.fail "MlpRatio" c.MlpRatio "a positive number"
-        Guard.maskRatio "MaskRatio" c.MaskRatio
-        c
+        let checks: (unit -> unit) list =
+            [ fun () -> Guard.positive "ImageSize height" h
+              fun () -> Guard.positive "ImageSize width" w
+              fun () -> Guard.positive "PatchSize height" ph
+              fun () -> Guard.positive "PatchSize width" pw
+              fun () -> if h > 0 && ph > 0 then Guard.divisible "ImageSize height" (int64 h) ph "height"
+              fun () -> if w > 0 && pw > 0 then Guard.divisible "ImageSize width" (int64 w) pw "width"
+              fun () -> Guard.positive "Channels" c.Channels
+              fun () -> Guard.positive "Depth" c.Depth
+              fun () -> Guard.positive "DecoderDepth" c.DecoderDepth
+              fun () -> Guard.positive "Heads" c.Heads
+              fun () -> Guard.positive "DecoderHeads" c.DecoderHeads
+              fun () -> if c.EmbedDim <= 0 || c.EmbedDim % 4 <> 0 then Guard.fail "EmbedDim" c.EmbedDim "a positive multiple of 4"
+              fun () ->
+                  if c.DecoderEmbedDim <= 0 || c.DecoderEmbedDim % 4 <> 0 then
+                      Guard.fail "DecoderEmbedDim" c.DecoderEmbedDim "a positive multiple of 4"
+              fun () ->
+                  if c.Heads > 0 && c.EmbedDim % c.Heads <> 0 then
+                      Guard.fail "Heads" c.Heads (sprintf "a divisor of EmbedDim %d" c.EmbedDim)
+              fun () ->
+                  if c.DecoderHeads > 0 && c.DecoderEmbedDim % c.DecoderHeads <> 0 then
+                      Guard.fail "DecoderHeads" c.DecoderHeads (sprintf "a divisor of DecoderEmbedDim %d" c.DecoderEmbedDim)
+              fun () -> if not (c.MlpRatio > 0.0) then Guard.fail "MlpRatio" c.MlpRatio "a positive number"
+              fun () -> Guard.maskRatio "MaskRatio" c.MaskRatio ]
+        [| for check in checks do
+               try check () with :? ArgumentException as e -> yield e |]
+
+    /// Checks every setting; raises ArgumentException naming the first bad one.
+    let validate (c: MaeConfig) =
+        match problems c with
+        | [||] -> c
+        | ps -> raise ps.[0]
