@@ -115,9 +115,84 @@ run_tests() {
     total_failed=$((total_failed + f))
     [ "$prc" -eq 0 ] || rc=1
   done
+  # examples and packages, each counted as one test
+  run_check() {
+    local name=$1; shift
+    log "test: $name"
+    if "$@"; then total_passed=$((total_passed + 1)); else log "error: $name failed"; total_failed=$((total_failed + 1)); fi
+  }
+  run_check "examples/CSharpQuickStart on the MNIST fixture" csharp_quickstart
+  run_check "consumer of the NuGet packages from a local feed" consumer_check
   [ "$total_failed" -eq 0 ] || rc=1
   echo
   echo "$total_passed passed, $total_failed failed"
+  return $rc
+}
+
+# The C# quick start, 1 epoch on the committed MNIST fixture, in a scratch folder.
+csharp_quickstart() {
+  local dir rc=0
+  dir=$(mktemp -d)
+  (cd "$dir" && dotnet run --project "$ROOT/examples/CSharpQuickStart" -c "$CONFIG" --no-build -- 1 "$ROOT/tests/fixtures/mnist-small") || rc=$?
+  [ $rc -eq 0 ] && [ -s "$dir/reconstruction.png" ] || rc=1
+  rm -rf "$dir"
+  return $rc
+}
+
+# Packs Mae.Core and Mae into artifacts/feed with a version unique to this run.
+pack() {
+  local version=$1
+  rm -rf artifacts/feed
+  mkdir -p artifacts/feed
+  for proj in src/Mae.Core.FSharp/Mae.Core.FSharp.fsproj src/Mae.CSharp/Mae.CSharp.csproj; do
+    dotnet pack "$proj" -c "$CONFIG" --no-build -o artifacts/feed -p:PackageVersion="$version" -nologo -v quiet >&2 || return 1
+  done
+}
+
+# A fresh C# console project that references the packages from the local folder feed only
+# (no project reference) builds and pretrains a few steps. Prints "consumer: ... ok" on success.
+consumer_check() {
+  local version
+  version="0.1.0-local.$(date +%s)"
+  log "consumer check: pack $version into artifacts/feed"
+  pack "$version" || { log "error: dotnet pack failed"; return 1; }
+  local dir
+  dir=$(mktemp -d)
+  cp tests/Consumer/Program.cs "$dir/"
+  cat > "$dir/Consumer.csproj" <<XML
+<Project Sdk="Microsoft.NET.Sdk">
+  <PropertyGroup>
+    <OutputType>Exe</OutputType>
+    <TargetFramework>net10.0</TargetFramework>
+    <RuntimeIdentifier>linux-x64</RuntimeIdentifier>
+    <SelfContained>false</SelfContained>
+    <ImplicitUsings>enable</ImplicitUsings>
+    <Nullable>enable</Nullable>
+  </PropertyGroup>
+  <ItemGroup>
+    <PackageReference Include="Mae" Version="$version" />
+    <PackageReference Include="TorchSharp-cpu" Version="0.107.0" />
+  </ItemGroup>
+</Project>
+XML
+  cat > "$dir/NuGet.config" <<XML
+<?xml version="1.0" encoding="utf-8"?>
+<configuration>
+  <packageSources>
+    <clear />
+    <add key="mae-local" value="$ROOT/artifacts/feed" />
+    <add key="nuget.org" value="https://api.nuget.org/v3/index.json" />
+  </packageSources>
+  <packageSourceMapping>
+    <packageSource key="mae-local"><package pattern="Mae" /><package pattern="Mae.*" /></packageSource>
+    <packageSource key="nuget.org"><package pattern="*" /></packageSource>
+  </packageSourceMapping>
+</configuration>
+XML
+  log "consumer check: build and run a fresh console project in $dir"
+  local rc=0
+  (cd "$dir" && dotnet build -c Release -nologo -v quiet >&2 && dotnet run -c Release --no-build -- "$ROOT/tests/fixtures/mnist-small") || rc=$?
+  rm -rf "$dir" "${NUGET_PACKAGES:-$HOME/.nuget/packages}/mae/$version" "${NUGET_PACKAGES:-$HOME/.nuget/packages}/mae.core/$version"
   return $rc
 }
 

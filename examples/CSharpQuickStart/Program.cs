@@ -1,0 +1,26 @@
+// Pretrain a masked autoencoder on MNIST from C#, then probe its encoder.
+// Usage: CSharpQuickStart [EPOCHS] [IDX-FOLDER]   (no folder: MNIST is fetched once and cached)
+using Mae;
+
+int epochs = args.Length > 0 ? int.Parse(args[0]) : 5;
+using var data = args.Length > 1 ? ImageSplits.LoadIdxFolder(args[1]) : ImageSplits.LoadMnist(log: Console.WriteLine);
+
+using var mae = MaeBuilder.ForImages(imageSize: 28, patchSize: 7, channels: 1)
+    .MaskRatio(0.75)
+    .Encoder(e => e.Width(128).Depth(4).Heads(4))
+    .Decoder(d => d.Width(128).Depth(1).Heads(4))
+    .NormPixLoss()
+    .Seed(0)
+    .Build();
+
+var options = new PretrainerOptions { Epochs = epochs, BatchSize = Math.Min(256, data.Train.Count), BaseLr = 1e-3 };
+var progress = new Progress<PretrainProgressInfo>(p =>
+{
+    if (p.Step % 100 == 0 || p.Step == p.TotalSteps)
+        Console.WriteLine($"step {p.Step}/{p.TotalSteps}  loss {p.Loss:F4}  {p.ImagesPerSecond:F0} img/s");
+});
+var result = Pretrainer.Pretrain(mae, data.Train, options, progress);
+
+var probe = Evaluation.LinearProbe(mae, data.Train, data.Test, classes: 10);
+mae.Reconstruct("reconstruction.png", data.Test.Images.narrow(0, 0, 8), mean: ImageSplits.MnistMean, std: ImageSplits.MnistStd);
+Console.WriteLine($"final loss {result.FinalLoss:F4}; linear-probe accuracy {probe.TestAccuracy:F4}; reconstruction.png written");

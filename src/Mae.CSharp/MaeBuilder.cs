@@ -1,0 +1,196 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+
+namespace Mae
+{
+    /// <summary>How the pretraining pass chooses the hidden tokens.</summary>
+    public enum MaskingKind
+    {
+        /// <summary>A random subset per sample (MAE's default).</summary>
+        Random,
+        /// <summary>One random subset for the whole batch.</summary>
+        RandomShared,
+        /// <summary>BEiT-style rectangles on the patch grid.</summary>
+        BlockWise,
+    }
+
+    /// <summary>How attention is computed (same result, different speed).</summary>
+    public enum AttentionKind
+    {
+        /// <summary>Plain matmul–softmax–matmul; the faster one on CPUs measured so far.</summary>
+        Math,
+        /// <summary>libtorch's fused scaled_dot_product_attention.</summary>
+        Sdpa,
+    }
+
+    /// <summary>
+    /// Immutable settings of a transformer stack (encoder or decoder). Every method returns a new
+    /// builder, so one can be shared as a preset.
+    /// </summary>
+    public sealed class StackBuilder
+    {
+        internal StackBuilder(int width, int depth, int heads, double mlpRatio)
+        {
+            WidthValue = width; DepthValue = depth; HeadsValue = heads; MlpRatioValue = mlpRatio;
+        }
+
+        internal int WidthValue { get; }
+        internal int DepthValue { get; }
+        internal int HeadsValue { get; }
+        internal double MlpRatioValue { get; }
+
+        /// <summary>Token width D (a positive multiple of 4, divisible by the head count).</summary>
+        public StackBuilder Width(int width) => new(width, DepthValue, HeadsValue, MlpRatioValue);
+
+        /// <summary>Number of transformer blocks (at least 1).</summary>
+        public StackBuilder Depth(int depth) => new(WidthValue, depth, HeadsValue, MlpRatioValue);
+
+        /// <summary>Attention heads (a divisor of the width).</summary>
+        public StackBuilder Heads(int heads) => new(WidthValue, DepthValue, heads, MlpRatioValue);
+
+        /// <summary>MLP hidden width as a multiple of the width (encoder only; default 4).</summary>
+        public StackBuilder MlpRatio(double ratio) => new(WidthValue, DepthValue, HeadsValue, ratio);
+    }
+
+    /// <summary>
+    /// Builds an image masked autoencoder. Immutable: each call returns a new builder.
+    /// <code>
+    /// using var mae = MaeBuilder.ForImages(imageSize: 28, patchSize: 7, channels: 1)
+    ///     .MaskRatio(0.75).Encoder(e => e.Width(128).Depth(4).Heads(4))
+    ///     .Decoder(d => d.Width(128).Depth(1).Heads(4)).NormPixLoss().Seed(0).Build();
+    /// </code>
+    /// </summary>
+    public sealed class MaeBuilder
+    {
+        private readonly MaeConfig _config;
+        private readonly long _seed;
+        private readonly string? _device;
+
+        private MaeBuilder(MaeConfig config, long seed, string? device)
+        {
+            _config = config; _seed = seed; _device = device;
+        }
+
+        private MaeBuilder With(MaeConfig config) => new(config, _seed, _device);
+
+        /// <summary>
+        /// Square images of <paramref name="imageSize"/> pixels cut into square patches, with the
+        /// tiny preset's encoder and decoder until changed.
+        /// </summary>
+        public static MaeBuilder ForImages(int imageSize, int patchSize, int channels = 3) =>
+            ForImages(imageSize, imageSize, patchSize, patchSize, channels);
+
+        /// <summary>Images of any shape cut into (possibly rectangular) patches.</summary>
+        public static MaeBuilder ForImages(int imageHeight, int imageWidth, int patchHeight, int patchWidth, int channels) =>
+            new(new MaeConfig(
+                    new Tuple<int, int>(imageHeight, imageWidth), new Tuple<int, int>(patchHeight, patchWidth), channels,
+                    MaeConfigModule.tiny.EmbedDim, MaeConfigModule.tiny.Depth, MaeConfigModule.tiny.Heads,
+                    MaeConfigModule.tiny.DecoderEmbedDim, MaeConfigModule.tiny.DecoderDepth, MaeConfigModule.tiny.DecoderHeads,
+                    MaeConfigModule.tiny.MlpRatio, MaeConfigModule.tiny.Masking, true, true, false, MaeConfigModule.tiny.Attention),
+                0, null);
+
+        /// <summary>
+        /// A preset by name: tiny (28×28 grey, patch 7), base, large, huge (224×224 RGB, the MAE
+        /// paper's ViT shapes). Throws <see cref="ArgumentException"/> naming <c>preset</c> for
+        /// another name.
+        /// </summary>
+        public static MaeBuilder FromPreset(string preset) => new(MaeConfigModule.ofName(preset), 0, null);
+
+        /// <summary>The preset names <see cref="FromPreset"/> accepts.</summary>
+        public static IReadOnlyList<string> PresetNames => MaeConfigModule.names.ToArray();
+
+        /// <summary>Share of tokens hidden during pretraining, in [0, 1).</summary>
+        public MaeBuilder MaskRatio(double ratio) => Masking(KindOf(_config.Masking), ratio);
+
+        /// <summary>Masking kind and ratio.</summary>
+        public MaeBuilder Masking(MaskingKind kind, double ratio) => With(Copy(masking: kind switch
+        {
+            MaskingKind.RandomShared => MaskingStrategy.NewRandomShared(ratio),
+            MaskingKind.BlockWise => MaskingStrategy.NewBlockWise(ratio),
+            _ => MaskingStrategy.NewRandomPerSample(ratio),
+        }));
+
+        /// <summary>Configures the encoder (width, depth, heads, MLP ratio).</summary>
+        public MaeBuilder Encoder(Func<StackBuilder, StackBuilder> configure)
+        {
+            ArgumentNullException.ThrowIfNull(configure);
+            var s = configure(new StackBuilder(_config.EmbedDim, _config.Depth, _config.Heads, _config.MlpRatio))
+                ?? throw new ArgumentException("configure returned null; expected a StackBuilder.", nameof(configure));
+            return With(Copy(embedDim: s.WidthValue, depth: s.DepthValue, heads: s.HeadsValue, mlpRatio: s.MlpRatioValue));
+        }
+
+        /// <summary>Configures the decoder (width, depth, heads).</summary>
+        public MaeBuilder Decoder(Func<StackBuilder, StackBuilder> configure)
+        {
+            ArgumentNullException.ThrowIfNull(configure);
+            var s = configure(new StackBuilder(_config.DecoderEmbedDim, _config.DecoderDepth, _config.DecoderHeads, _config.MlpRatio))
+                ?? throw new ArgumentException("configure returned null; expected a StackBuilder.", nameof(configure));
+            return With(Copy(decoderEmbedDim: s.WidthValue, decoderDepth: s.DepthValue, decoderHeads: s.HeadsValue));
+        }
+
+        /// <summary>Predict per-patch normalised pixels (MAE's better default; on unless turned off).</summary>
+        public MaeBuilder NormPixLoss(bool enabled = true) => With(Copy(normPixLoss: enabled));
+
+        /// <summary>Prepend a learnable cls token (on unless turned off).</summary>
+        public MaeBuilder ClsToken(bool enabled = true) => With(Copy(clsToken: enabled));
+
+        /// <summary>Learned positional tables instead of fixed sin-cos ones.</summary>
+        public MaeBuilder LearnedPositions(bool enabled = true) => With(Copy(learnedPosEmbed: enabled));
+
+        /// <summary>Attention kernel of every block.</summary>
+        public MaeBuilder Attention(AttentionKind kind) =>
+            With(Copy(attention: kind == AttentionKind.Sdpa ? AttentionKernel.Sdpa : AttentionKernel.Math));
+
+        /// <summary>Seed of the initial weights.</summary>
+        public MaeBuilder Seed(long seed) => new(_config, seed, _device);
+
+        /// <summary>Device of the weights: "cpu" (default), "cuda", "cuda:1".</summary>
+        public MaeBuilder Device(string device) => new(_config, _seed, device);
+
+        /// <summary>
+        /// Every problem of the current settings, each naming the setting and its allowed range;
+        /// empty when <see cref="Build"/> would succeed.
+        /// </summary>
+        public IReadOnlyList<string> Validate() => MaeConfigModule.problems(_config).Select(e => e.Message).ToArray();
+
+        /// <summary>
+        /// Builds the model. Throws <see cref="ArgumentException"/> naming the first bad setting
+        /// and its allowed range. The caller disposes the model.
+        /// </summary>
+        public ImageMaeModel Build()
+        {
+            var problems = MaeConfigModule.problems(_config);
+            if (problems.Length > 0) throw problems[0];
+            var device = Runtime.device(_device ?? "");
+            return new ImageMaeModel(MaskedAutoencoderViT.Create(_config, _seed, device));
+        }
+
+        /// <summary>
+        /// Builds the model when the settings are valid; otherwise returns false with every
+        /// problem in <paramref name="errors"/> and no model.
+        /// </summary>
+        public bool TryBuild(out ImageMaeModel? model, out IReadOnlyList<string> errors)
+        {
+            errors = Validate();
+            model = errors.Count == 0 ? Build() : null;
+            return model is not null;
+        }
+
+        private static MaskingKind KindOf(MaskingStrategy m) =>
+            m.IsRandomShared ? MaskingKind.RandomShared : m.IsBlockWise ? MaskingKind.BlockWise : MaskingKind.Random;
+
+        private MaeConfig Copy(
+            int? embedDim = null, int? depth = null, int? heads = null, int? decoderEmbedDim = null,
+            int? decoderDepth = null, int? decoderHeads = null, double? mlpRatio = null, MaskingStrategy? masking = null,
+            bool? normPixLoss = null, bool? clsToken = null, bool? learnedPosEmbed = null, AttentionKernel? attention = null)
+        {
+            var c = _config;
+            return new MaeConfig(c.ImageSize, c.PatchSize, c.Channels,
+                embedDim ?? c.EmbedDim, depth ?? c.Depth, heads ?? c.Heads,
+                decoderEmbedDim ?? c.DecoderEmbedDim, decoderDepth ?? c.DecoderDepth, decoderHeads ?? c.DecoderHeads,
+                mlpRatio ?? c.MlpRatio, masking ?? c.Masking, normPixLoss ?? c.NormPixLoss, clsToken ?? c.ClsToken,
+                learnedPosEmbed ?? c.LearnedPosEmbed, attention ?? c.Attention);
+        }
+    }
+}

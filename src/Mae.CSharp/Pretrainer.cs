@@ -1,0 +1,137 @@
+using System;
+using System.Collections.Generic;
+using System.Threading;
+
+namespace Mae
+{
+    /// <summary>Every pretraining setting. Defaults follow MAE's recipe, scaled for small runs.</summary>
+    public sealed class PretrainerOptions
+    {
+        /// <summary>Passes over the data (default 10).</summary>
+        public int Epochs { get; init; } = 10;
+
+        /// <summary>Images per micro-batch (default 256).</summary>
+        public int BatchSize { get; init; } = 256;
+
+        /// <summary>Learning rate per 256 images of effective batch (default 1.5e-4, MAE's).</summary>
+        public double BaseLr { get; init; } = 1.5e-4;
+
+        /// <summary>Linear warmup in epochs, then half-cycle cosine (default 1).</summary>
+        public double WarmupEpochs { get; init; } = 1.0;
+
+        /// <summary>AdamW weight decay on weight matrices (default 0.05).</summary>
+        public double WeightDecay { get; init; } = 0.05;
+
+        /// <summary>Global gradient-norm clip; 0 = off (default).</summary>
+        public double ClipGrad { get; init; }
+
+        /// <summary>Micro-batches per optimizer step (default 1).</summary>
+        public int AccumulationSteps { get; init; } = 1;
+
+        /// <summary>Seed of the data order and the masks (default 0).</summary>
+        public long Seed { get; init; }
+
+        /// <summary>Folder for the resumable checkpoint <c>last.ckpt</c>; null = none.</summary>
+        public string? CheckpointDirectory { get; init; }
+
+        /// <summary>Optimizer steps between checkpoints; 0 = only at the end or on cancellation.</summary>
+        public int CheckpointEvery { get; init; }
+
+        /// <summary>Checkpoint to resume from (e.g. <c>last.ckpt</c>); null = start fresh.</summary>
+        public string? ResumeFrom { get; init; }
+
+        /// <summary>Stop after this many micro-batches in total; 0 = all epochs.</summary>
+        public int MaxIterations { get; init; }
+
+        internal PretrainOptions ToCore() => new(
+            Epochs, BatchSize, BaseLr, 0.0, WarmupEpochs, WeightDecay, new Tuple<double, double>(0.9, 0.95), ClipGrad,
+            AccumulationSteps, Seed, CheckpointDirectory, CheckpointEvery, MaxIterations);
+    }
+
+    /// <summary>One report per optimizer step.</summary>
+    public sealed class PretrainProgressInfo
+    {
+        internal PretrainProgressInfo(PretrainProgress p)
+        {
+            Step = p.Step; TotalSteps = p.TotalSteps; Epoch = p.Epoch; Loss = p.Loss; LearningRate = p.Lr;
+            ImagesPerSecond = p.ImagesPerSecond; Elapsed = p.Elapsed;
+        }
+
+        /// <summary>Optimizer steps done.</summary>
+        public int Step { get; }
+
+        /// <summary>Optimizer steps of the whole run.</summary>
+        public int TotalSteps { get; }
+
+        /// <summary>Current epoch, from 0.</summary>
+        public int Epoch { get; }
+
+        /// <summary>Loss of the last micro-batch.</summary>
+        public double Loss { get; }
+
+        /// <summary>Learning rate of the step.</summary>
+        public double LearningRate { get; }
+
+        /// <summary>Throughput of the last step.</summary>
+        public double ImagesPerSecond { get; }
+
+        /// <summary>Time since the run started.</summary>
+        public TimeSpan Elapsed { get; }
+    }
+
+    /// <summary>What a pretraining run did.</summary>
+    public sealed class PretrainOutcome
+    {
+        internal PretrainOutcome(PretrainResult r)
+        {
+            Steps = r.Steps; Iterations = r.Iterations; EpochLosses = r.EpochLosses; FinalLoss = r.FinalLoss;
+            Seconds = r.Seconds; Cancelled = r.Cancelled; CheckpointPath = r.CheckpointPath;
+        }
+
+        /// <summary>Optimizer steps done in total (resumed runs included).</summary>
+        public int Steps { get; }
+
+        /// <summary>Micro-batches done in total.</summary>
+        public int Iterations { get; }
+
+        /// <summary>Mean loss of each epoch this run trained.</summary>
+        public IReadOnlyList<double> EpochLosses { get; }
+
+        /// <summary>Loss of the last micro-batch.</summary>
+        public double FinalLoss { get; }
+
+        /// <summary>Wall-clock seconds of this run.</summary>
+        public double Seconds { get; }
+
+        /// <summary>True when stopped by the cancellation token (a checkpoint was written if a directory was set).</summary>
+        public bool Cancelled { get; }
+
+        /// <summary>The last checkpoint written, or null.</summary>
+        public string? CheckpointPath { get; }
+    }
+
+    /// <summary>Pretrains an <see cref="ImageMaeModel"/> on unlabelled images.</summary>
+    public static class Pretrainer
+    {
+        /// <summary>Pretrains with the default options but for the epochs and batch size given.</summary>
+        public static PretrainOutcome Pretrain(ImageMaeModel model, ImageDataset data, int epochs = 10, int batchSize = 256,
+            IProgress<PretrainProgressInfo>? progress = null, CancellationToken cancellationToken = default) =>
+            Pretrain(model, data, new PretrainerOptions { Epochs = epochs, BatchSize = batchSize }, progress, cancellationToken);
+
+        /// <summary>
+        /// Pretrains with every option. Cancelling stops after the current step and, when
+        /// <see cref="PretrainerOptions.CheckpointDirectory"/> is set, leaves a resumable checkpoint.
+        /// Throws <see cref="ArgumentException"/> naming a bad option.
+        /// </summary>
+        public static PretrainOutcome Pretrain(ImageMaeModel model, ImageDataset data, PretrainerOptions options,
+            IProgress<PretrainProgressInfo>? progress = null, CancellationToken cancellationToken = default)
+        {
+            ArgumentNullException.ThrowIfNull(model);
+            ArgumentNullException.ThrowIfNull(data);
+            ArgumentNullException.ThrowIfNull(options);
+            var report = Microsoft.FSharp.Core.FuncConvert.FromAction<PretrainProgress>(p => progress?.Report(new PretrainProgressInfo(p)));
+            var r = Mae.Pretrain.run(model.Core, data.Images, options.ToCore(), options.ResumeFrom, report, cancellationToken);
+            return new PretrainOutcome(r);
+        }
+    }
+}
