@@ -5,6 +5,7 @@
 #   ./build.sh test           setup + build + every test project; last line "N passed, N failed"
 #   ./build.sh demo [FOLDER]  setup + pretrain the tiny image MAE on MNIST (or IDX files in FOLDER)
 #   ./build.sh bench          setup + benchmarks
+#   ./build.sh pack           setup + build + Mae.Core / Mae packages in artifacts/feed (version 0.1.0-local)
 # Every command runs `setup` first; `setup` is idempotent and installs nothing when nothing is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -122,7 +123,11 @@ run_tests() {
     if "$@"; then total_passed=$((total_passed + 1)); else log "error: $name failed"; total_failed=$((total_failed + 1)); fi
   }
   run_check "examples/CSharpQuickStart on the MNIST fixture" csharp_quickstart
-  run_check "consumer of the NuGet packages from a local feed" consumer_check
+  if run_check "pack Mae.Core and Mae into a local feed" local_feed; then
+    run_check "consumer of the NuGet packages from a local feed" consumer_check
+    run_check "F# scripts (examples/*.fsx) on the local feed" fsx_scripts
+  fi
+  evict_local
   [ "$total_failed" -eq 0 ] || rc=1
   echo
   echo "$total_passed passed, $total_failed failed"
@@ -151,11 +156,23 @@ pack() {
 
 # A fresh C# console project that references the packages from the local folder feed only
 # (no project reference) builds and pretrains a few steps. Prints "consumer: ... ok" on success.
+# The version the local feed carries. Restores cache packages by version, so every use first
+# evicts that version from the caches (NuGet's and F# Interactive's), then packs afresh.
+LOCAL_VERSION=0.1.0-local
+packages_dir() { echo "${NUGET_PACKAGES:-$HOME/.nuget/packages}"; }
+evict_local() {
+  rm -rf "$(packages_dir)/mae/$LOCAL_VERSION" "$(packages_dir)/mae.core/$LOCAL_VERSION" "$HOME/.packagemanagement/nuget/Cache"
+}
+local_feed() {
+  evict_local
+  log "pack $LOCAL_VERSION into artifacts/feed"
+  pack "$LOCAL_VERSION" || { log "error: dotnet pack failed"; return 1; }
+  # scripts #load this to find the feed (F# Interactive's #i takes absolute paths only)
+  printf '#i "nuget: %s/artifacts/feed"\n' "$ROOT" > artifacts/LocalFeed.fsx
+}
+
 consumer_check() {
-  local version
-  version="0.1.0-local.$(date +%s)"
-  log "consumer check: pack $version into artifacts/feed"
-  pack "$version" || { log "error: dotnet pack failed"; return 1; }
+  local version=$LOCAL_VERSION
   local dir
   dir=$(mktemp -d)
   cp tests/Consumer/Program.cs "$dir/"
@@ -192,7 +209,20 @@ XML
   log "consumer check: build and run a fresh console project in $dir"
   local rc=0
   (cd "$dir" && dotnet build -c Release -nologo -v quiet >&2 && dotnet run -c Release --no-build -- "$ROOT/tests/fixtures/mnist-small") || rc=$?
-  rm -rf "$dir" "${NUGET_PACKAGES:-$HOME/.nuget/packages}/mae/$version" "${NUGET_PACKAGES:-$HOME/.nuget/packages}/mae.core/$version"
+  rm -rf "$dir"
+  return $rc
+}
+
+# Every examples/*.fsx, run with dotnet fsi on the MNIST fixture for one epoch, in a scratch folder.
+fsx_scripts() {
+  local dir rc=0 script
+  for script in examples/*.fsx; do
+    dir=$(mktemp -d)
+    log "dotnet fsi $script"
+    (cd "$dir" && dotnet fsi "$ROOT/$script" "$ROOT/tests/fixtures/mnist-small" 1 2>&1 | grep -v "warning NU1603" | tee "$dir/log") || rc=1
+    grep -q "linear-probe accuracy" "$dir/log" || rc=1
+    rm -rf "$dir"
+  done
   return $rc
 }
 
@@ -220,5 +250,6 @@ case "$cmd" in
   test) run_tests "$@" ;;
   demo) demo "$@" ;;
   bench) bench "$@" ;;
-  *) echo "usage: ./build.sh {setup|build|test|demo [FOLDER]|bench}" >&2; exit 2 ;;
+  pack) build && local_feed ;;
+  *) echo "usage: ./build.sh {setup|build|test|demo [FOLDER]|bench|pack}" >&2; exit 2 ;;
 esac
