@@ -18,5 +18,6 @@ let main argv =
             DataTests.tests
             VisualizeTests.tests
             ReadmeTests.tests
+            CliTests.tests
         ]
     )
