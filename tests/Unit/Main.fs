@@ -19,5 +19,6 @@ let main argv =
             VisualizeTests.tests
             ReadmeTests.tests
             CSharpFacadeTests.tests
+            CliTests.tests
         ]
     )

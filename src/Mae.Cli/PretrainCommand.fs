@@ -1,0 +1,176 @@
+/// `mae pretrain`: pretrains an image MAE on `--data` and keeps a resumable checkpoint in
+/// `--out`. Ctrl-C stops after the current step, saves OUT/last.ckpt and exits with code 130
+/// (SIGTERM likewise, with code 143).
+module Mae.Cli.PretrainCommand
+
+open System
+open System.CommandLine
+open System.IO
+open System.Runtime.InteropServices
+open System.Text.Json.Nodes
+open System.Threading
+open Mae
+open Mae.Cli.Output
+open Mae.Cli.Options
+
+/// Exit code after Ctrl-C (128 + SIGINT, the shell's convention).
+let interruptedExitCode = 130
+
+/// Exit code after SIGTERM (128 + SIGTERM).
+let terminatedExitCode = 143
+
+/// The preset named `preset`, resized to the data's images (C, H, W), with `maskRatio` in place of
+/// its own; a usage error naming the option when the data does not fit it.
+let imageConfig (preset: string) (maskRatio: float) (c: int, h: int, w: int) =
+    let p = MaeConfig.ofName preset
+    let masking =
+        match p.Masking with
+        | RandomPerSample _ -> RandomPerSample maskRatio
+        | RandomShared _ -> RandomShared maskRatio
+        | BlockWise _ -> BlockWise maskRatio
+    let config = { p with ImageSize = (h, w); Channels = c; Masking = masking }
+    match MaeConfig.problems config with
+    | [||] -> config
+    | problems ->
+        let ph, pw = p.PatchSize
+        let reasons = problems |> Array.map (fun e -> message e) |> String.concat " "
+        raise (
+            UsageException(
+                sprintf "--preset %s (patch %dx%d) does not fit the --data images (%dx%d, %d channel(s)): %s"
+                    preset ph pw h w c reasons
+            )
+        )
+
+/// Learning rate per 256 images when `--base-lr` is not given: 1e-3 for the tiny preset (as in
+/// the demo), MAE's 1.5e-4 for the ViT presets.
+let defaultBaseLr (preset: string) =
+    if String.Equals(preset, "tiny", StringComparison.OrdinalIgnoreCase) then 1e-3
+    else PretrainOptions.defaults.BaseLr
+
+/// Builds the command.
+let create () =
+    let cmd =
+        Command(
+            "pretrain",
+            "Pretrain a masked autoencoder and keep a resumable checkpoint in --out (OUT/last.ckpt). "
+            + "Ctrl-C (or SIGTERM) stops after the current step, saves OUT/last.ckpt and exits with code 130 (143 for SIGTERM); "
+            + "run the same command with --resume to continue. Exit codes: 0 done, 1 failure, 2 bad arguments, 130/143 interrupted."
+        )
+    let modality = modality ()
+    let preset =
+        create "--preset" ("Model shape: " + String.Join(", ", MaeConfig.names) + "; its image size and channels are taken from the data.") (Some "tiny")
+        |> check ("one of: " + String.Join(", ", MaeConfig.names)) (fun v -> Array.contains ((string v).ToLowerInvariant()) MaeConfig.names)
+        |> named (String.Join("|", MaeConfig.names))
+    let data = data ()
+    let epochs = positive "--epochs" "Passes over the training images." 10
+    let batchSize = positive "--batch-size" "Images per optimizer step." 256
+    let maskRatio =
+        create "--mask-ratio" "Share of each image's patches hidden from the encoder, in [0, 1)." (Some 0.75)
+        |> check "a value in [0, 1)" (fun v -> v >= 0.0 && v < 1.0)
+    let baseLr =
+        create<float> "--base-lr" "Learning rate per 256 images (default: 1e-3 for tiny, 1.5e-4 for base/large/huge)." None
+        |> check "a positive number" (fun v -> v > 0.0)
+    let warmup =
+        create "--warmup-epochs" "Linear warmup of the learning rate, in epochs." (Some 1.0)
+        |> check "a non-negative number" (fun v -> v >= 0.0)
+    let out = create<string> "--out" "Folder for the checkpoint (OUT/last.ckpt); created when missing." None |> named "OUT"
+    out.Required <- true
+    let resume = create<string> "--resume" "Continue from OUT/last.ckpt, or from the checkpoint given; the other options must match the interrupted run." None |> named "PATH"
+    resume.Arity <- ArgumentArity.ZeroOrOne
+    let checkpointEvery = nonNegative "--checkpoint-every" "Rewrite OUT/last.ckpt every N steps (0 = only at the end or on Ctrl-C)." 100
+    let seed = create "--seed" "Seed of the initial weights, the data order and the masks." (Some 0L)
+    let trainLimit, device, threads, json = trainLimit (), device (), threads (), json ()
+    for o in [ modality :> Option; preset; data; epochs; batchSize; maskRatio; baseLr; warmup; out; resume
+               checkpointEvery; seed; trainLimit; device; threads; json ] do
+        cmd.Options.Add o
+    cmd.SetAction(
+        action (fun parsed ->
+            let ui = Ui(parsed.GetValue json)
+            let dev = resolveDevice (parsed.GetValue device)
+            applyThreads (parsed.GetValue threads)
+            let outDir = Path.GetFullPath(parsed.GetValue out)
+            let resumeFrom =
+                match parsed.GetResult resume with
+                | null -> null
+                | _ ->
+                    match parsed.GetValue resume with
+                    | null | "" -> Pretrain.checkpointFile outDir
+                    | path -> Path.GetFullPath path
+            if not (isNull resumeFrom) && not (File.Exists resumeFrom) then
+                raise (FileNotFoundException(sprintf "--resume: checkpoint %s does not exist." resumeFrom, resumeFrom))
+            let presetName = (parsed.GetValue preset).ToLowerInvariant()
+            let batch = parsed.GetValue batchSize
+            // pretraining reads the training split only; one test image is loaded
+            let train, _ = loadData ui (parsed.GetValue data) (parsed.GetValue trainLimit) 1
+            let config = imageConfig presetName (parsed.GetValue maskRatio) (imageShape train)
+            if train.Count < batch then
+                usage "--batch-size" batch (sprintf "at most the %d training images of --data" train.Count)
+            let options =
+                { PretrainOptions.defaults with
+                    Epochs = parsed.GetValue epochs
+                    BatchSize = batch
+                    BaseLr = (match parsed.GetResult baseLr with null -> defaultBaseLr presetName | _ -> parsed.GetValue baseLr)
+                    WarmupEpochs = parsed.GetValue warmup
+                    Seed = parsed.GetValue seed
+                    CheckpointDirectory = outDir
+                    CheckpointEvery = parsed.GetValue checkpointEvery }
+            use model = MaskedAutoencoderViT.Create(config, options.Seed, dev)
+            let totalSteps = train.Count / batch * options.Epochs
+            ui.Log(
+                sprintf "pretraining %s (%dx%d, patch %dx%d, mask ratio %g) for %d epochs, %d steps%s"
+                    presetName (fst config.ImageSize) (snd config.ImageSize) (fst config.PatchSize) (snd config.PatchSize)
+                    config.MaskRatio options.Epochs totalSteps
+                    (if isNull resumeFrom then "" else ", resuming from " + resumeFrom)
+            )
+            use cancel = new CancellationTokenSource()
+            let mutable stopCode = interruptedExitCode
+            // The first Ctrl-C (or SIGTERM) asks for a clean stop; a second one ends the process at once.
+            let stop (code: int) =
+                if cancel.IsCancellationRequested then false
+                else
+                    stopCode <- code
+                    cancel.Cancel()
+                    true
+            let onCancel = ConsoleCancelEventHandler(fun _ e -> if stop interruptedExitCode then e.Cancel <- true)
+            Console.CancelKeyPress.AddHandler onCancel
+            use _onTerm =
+                try PosixSignalRegistration.Create(PosixSignal.SIGTERM, fun ctx -> if stop terminatedExitCode then ctx.Cancel <- true)
+                with :? PlatformNotSupportedException -> null
+            let result =
+                try
+                    ui.Track(
+                        "pretrain",
+                        TimeSpan.FromSeconds 5.0,
+                        fun report ->
+                            Pretrain.run model train.Images options resumeFrom
+                                (fun p ->
+                                    report p.Step p.TotalSteps
+                                        (sprintf "epoch %d/%d  loss %.4f  lr %s  %.0f img/s" (p.Epoch + 1) options.Epochs p.Loss (p.Lr.ToString "0.00e+0") p.ImagesPerSecond))
+                                cancel.Token
+                    )
+                finally
+                    Console.CancelKeyPress.RemoveHandler onCancel
+            if result.Cancelled then
+                ui.Log(sprintf "interrupted at step %d of %d; checkpoint saved, continue with --resume" result.Steps totalSteps)
+            let losses = result.EpochLosses |> Array.map (sprintf "%.4f") |> String.concat " "
+            ui.Summary(
+                (if result.Cancelled then "pretraining interrupted" else "pretraining done"),
+                [ "steps", sprintf "%d / %d" result.Steps totalSteps
+                  "final loss", sprintf "%.4f" result.FinalLoss
+                  "epoch losses", (if losses = "" then "-" else losses)
+                  "seconds", sprintf "%.1f" result.Seconds
+                  "checkpoint", (if isNull result.CheckpointPath then "-" else result.CheckpointPath) ]
+            )
+            ui.Result(
+                jsonObject
+                    [ "steps", JsonValue.Create result.Steps
+                      "total_steps", JsonValue.Create totalSteps
+                      "final_loss", number result.FinalLoss
+                      "epoch_losses", JsonArray(result.EpochLosses |> Array.map number)
+                      "seconds", number result.Seconds
+                      "cancelled", JsonValue.Create result.Cancelled
+                      "checkpoint", JsonValue.Create result.CheckpointPath ]
+            )
+            if result.Cancelled then stopCode else 0)
+    )
+    cmd

@@ -1,0 +1,87 @@
+/// `mae probe`: linear-probe accuracy of a checkpoint's encoder, next to that of a randomly
+/// initialised encoder of the same shape and of raw pixels (MAE's recipe: frozen features,
+/// BatchNorm without affine parameters, one linear layer).
+module Mae.Cli.ProbeCommand
+
+open System
+open System.CommandLine
+open System.Diagnostics
+open System.IO
+open System.Text.Json.Nodes
+open TorchSharp
+open Mae
+open Mae.Cli.Output
+open Mae.Cli.Options
+
+/// Builds the command.
+let create () =
+    let cmd =
+        Command(
+            "probe",
+            "Linear-probe accuracy on --data's test images of the checkpoint's encoder, of a random-init encoder of the same shape, and of raw pixels. "
+            + "Exit codes: 0 done, 1 failure (e.g. the checkpoint does not exist), 2 bad arguments."
+        )
+    let checkpoint, modality, data = checkpoint (), modality (), data ()
+    let probeEpochs = positive "--probe-epochs" "Epochs of the linear probe's training." 20
+    let batchSize = positive "--batch-size" "Images per batch when computing features." 512
+    let seed =
+        create "--seed" "Seed of the random-init encoder and of the probe (0, like mae pretrain's default, gives the pretrained model's own initial weights)." (Some 0L)
+    let trainLimit, testLimit, device, threads, json = trainLimit (), testLimit (), device (), threads (), json ()
+    for o in [ checkpoint :> Option; modality; data; probeEpochs; batchSize; seed; trainLimit; testLimit; device; threads; json ] do
+        cmd.Options.Add o
+    cmd.SetAction(
+        action (fun parsed ->
+            let clock = Stopwatch.StartNew()
+            let ui = Ui(parsed.GetValue json)
+            let dev = resolveDevice (parsed.GetValue device)
+            applyThreads (parsed.GetValue threads)
+            let path = Path.GetFullPath(parsed.GetValue checkpoint)
+            let model, meta = Checkpoint.loadModel path dev
+            use model = model
+            let train, test = loadData ui (parsed.GetValue data) (parsed.GetValue trainLimit) (parsed.GetValue testLimit)
+            checkFits meta.Config train
+            let classes = classCount train test
+            let seed = parsed.GetValue seed
+            let options = { Probe.defaultLinearOptions with Epochs = parsed.GetValue probeEpochs; Seed = seed }
+            let batch = parsed.GetValue batchSize
+            let probe (name: string) (features: Tensor -> Tensor) =
+                ui.Step(
+                    sprintf "linear probe: %s" name,
+                    fun () ->
+                        use trX = Probe.extract features dev batch train.Images
+                        use teX = Probe.extract features dev batch test.Images
+                        let r = Probe.linear options classes trX train.Labels teX test.Labels
+                        ui.Log(sprintf "linear probe %-12s test %.4f (train %.4f)" name r.TestAccuracy r.TrainAccuracy)
+                        r
+                )
+            model.eval ()
+            let pretrained = probe "pretrained" (fun x -> model.Features(x, false))
+            use randomModel = MaskedAutoencoderViT.Create(meta.Config, seed, dev)
+            randomModel.eval ()
+            let random = probe "random-init" (fun x -> randomModel.Features(x, false))
+            let raw = probe "raw pixels" (fun x -> x.flatten(1L))
+            let seconds = clock.Elapsed.TotalSeconds
+            ui.Summary(
+                sprintf "linear probe, %d classes, %d train / %d test images" classes train.Count test.Count,
+                [ "pretrained encoder", sprintf "%.4f" pretrained.TestAccuracy
+                  "random-init encoder", sprintf "%.4f" random.TestAccuracy
+                  "raw pixels", sprintf "%.4f" raw.TestAccuracy
+                  "checkpoint", sprintf "%s (step %d)" path meta.Step
+                  "seconds", sprintf "%.1f" seconds ]
+            )
+            ui.Result(
+                jsonObject
+                    [ "probe_pretrained", number pretrained.TestAccuracy
+                      "probe_random_init", number random.TestAccuracy
+                      "probe_raw_pixels", number raw.TestAccuracy
+                      "train_accuracy_pretrained", number pretrained.TrainAccuracy
+                      "train_images", JsonValue.Create train.Count
+                      "test_images", JsonValue.Create test.Count
+                      "classes", JsonValue.Create classes
+                      "checkpoint", JsonValue.Create path
+                      "step", JsonValue.Create meta.Step
+                      "seconds", number seconds ]
+            )
+            0)
+    )
+    cmd

@@ -1,0 +1,60 @@
+/// `mae reconstruct`: a PNG of test images, their masked input and the checkpoint's
+/// reconstruction (one row per image).
+module Mae.Cli.ReconstructCommand
+
+open System
+open System.CommandLine
+open System.IO
+open System.Text.Json.Nodes
+open TorchSharp
+open Mae
+open Mae.Cli.Output
+open Mae.Cli.Options
+
+/// Builds the command.
+let create () =
+    let cmd =
+        Command(
+            "reconstruct",
+            "Write a PNG with one row per test image: the original, the masked input (hidden patches grey) and the checkpoint's reconstruction. "
+            + "Exit codes: 0 done, 1 failure (e.g. the checkpoint does not exist), 2 bad arguments."
+        )
+    let checkpoint, modality, data = checkpoint (), modality (), data ()
+    let out = create<string> "--out" "The PNG file to write." None |> named "FILE"
+    out.Required <- true
+    let count = positive "--count" "How many test images (the first ones)." 8
+    let seed = create "--seed" "Seed of the masks." (Some 123L)
+    let device, json = device (), json ()
+    for o in [ checkpoint :> Option; modality; data; out; count; seed; device; json ] do
+        cmd.Options.Add o
+    cmd.SetAction(
+        action (fun parsed ->
+            let ui = Ui(parsed.GetValue json)
+            let dev = resolveDevice (parsed.GetValue device)
+            let path = Path.GetFullPath(parsed.GetValue checkpoint)
+            let png = Path.GetFullPath(parsed.GetValue out)
+            let model, meta = Checkpoint.loadModel path dev
+            use model = model
+            // one training image is enough: only the test split is drawn
+            let _, test = loadData ui (parsed.GetValue data) 1 (parsed.GetValue count)
+            checkFits meta.Config test
+            let k = min (parsed.GetValue count) test.Count
+            use generator = new Generator(uint64 (parsed.GetValue seed), torch.CPU)
+            ui.Step(
+                "reconstructing",
+                fun () -> Visualize.reconstruction png model generator toUnit (test.Images.narrow(0L, 0L, int64 k))
+            )
+            ui.Summary(
+                "reconstruction",
+                [ "png", png; "images", string k; "mask ratio", sprintf "%g" meta.Config.MaskRatio; "checkpoint", path ]
+            )
+            ui.Result(
+                jsonObject
+                    [ "png", JsonValue.Create png
+                      "images", JsonValue.Create k
+                      "mask_ratio", number meta.Config.MaskRatio
+                      "checkpoint", JsonValue.Create path ]
+            )
+            0)
+    )
+    cmd

@@ -1,0 +1,237 @@
+/// The `mae` command line, run as a child process (the build of tests/Unit builds it first)
+/// on the committed fixture tests/fixtures/mnist-small: nothing is downloaded. The children train
+/// on one thread: as fast as two for the tiny preset, and not slowed down by oversubscription when
+/// other processes share the cores.
+module Mae.Tests.Unit.CliTests
+
+open System
+open System.Collections.Concurrent
+open System.Diagnostics
+open System.IO
+open System.Runtime.InteropServices
+open System.Text.Json.Nodes
+open Expecto
+open TorchSharp
+open Mae
+open Mae.Tests.Unit.Common
+
+/// The repository root: the nearest folder above the test binary holding Mae.sln.
+let private root =
+    lazy
+        (let rec up (d: DirectoryInfo) =
+            if isNull d then failwithf "no Mae.sln above %s" AppContext.BaseDirectory
+            elif File.Exists(Path.Combine(d.FullName, "Mae.sln")) then d.FullName
+            else up d.Parent
+         up (DirectoryInfo AppContext.BaseDirectory))
+
+let private fixture () = Path.Combine(root.Value, "tests", "fixtures", "mnist-small")
+
+/// The built command (program, leading arguments): the apphost of this test binary's
+/// configuration first (bin/CONFIG/net10.0/[linux-x64/]mae), else `dotnet mae.dll`.
+let private mae =
+    lazy
+        (let config = if AppContext.BaseDirectory.Contains $"{Path.DirectorySeparatorChar}Debug{Path.DirectorySeparatorChar}" then "Debug" else "Release"
+         let bin = Path.Combine(root.Value, "src", "Mae.Cli", "bin")
+         let folders =
+             [ for c in [ config; (if config = "Release" then "Debug" else "Release") ] do
+                   for rid in [ RuntimeInformation.RuntimeIdentifier; "linux-x64"; "" ] -> Path.Combine(bin, c, "net10.0", rid) ]
+         let apphost = if OperatingSystem.IsWindows() then "mae.exe" else "mae"
+         match folders |> List.tryFind (fun f -> File.Exists(Path.Combine(f, apphost))) with
+         | Some f -> Path.Combine(f, apphost), []
+         | None ->
+             match folders |> List.tryFind (fun f -> File.Exists(Path.Combine(f, "mae.dll"))) with
+             | Some f -> "dotnet", [ Path.Combine(f, "mae.dll") ]
+             | None -> failwithf "the mae command is not built under %s (build tests/Unit, which builds src/Mae.Cli)" bin)
+
+/// A running `mae`: its stderr lines as they come, its stdout gathered.
+type private Child(args: string list) =
+    let program, lead = mae.Value
+    let psi = ProcessStartInfo(program, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+    do
+        for a in lead @ args do
+            psi.ArgumentList.Add a
+    let stdout = Text.StringBuilder()
+    let stderr = Text.StringBuilder()
+    let lines = new BlockingCollection<string>()
+    let p = new Process(StartInfo = psi)
+    do
+        p.OutputDataReceived.Add(fun e -> if not (isNull e.Data) then lock stdout (fun () -> stdout.AppendLine e.Data |> ignore))
+        p.ErrorDataReceived.Add(fun e ->
+            if not (isNull e.Data) then
+                lock stderr (fun () -> stderr.AppendLine e.Data |> ignore)
+                lines.Add e.Data)
+        p.Start() |> ignore
+        p.BeginOutputReadLine()
+        p.BeginErrorReadLine()
+    member _.Pid = p.Id
+    /// Waits (at most `timeout`) for a stderr line containing `text`.
+    member _.WaitForLine(text: string, timeout: TimeSpan) =
+        let clock = Stopwatch.StartNew()
+        let rec loop () =
+            let left = max TimeSpan.Zero (timeout - clock.Elapsed)
+            let mutable line = null
+            if lines.TryTake(&line, left) then
+                if line.Contains text then line else loop ()
+            else failtestf "no stderr line with \"%s\" within %O; stderr so far:\n%s" text timeout (lock stderr stderr.ToString)
+        loop ()
+    /// Waits for the exit (killing the process after `timeout`): exit code, stdout, stderr.
+    member _.Finish(timeout: TimeSpan) =
+        if not (p.WaitForExit timeout) then
+            p.Kill true
+            failtestf "mae %s did not finish within %O; stderr:\n%s" (String.Join(" ", args)) timeout (lock stderr stderr.ToString)
+        p.WaitForExit() // drains the output events
+        p.ExitCode, stdout.ToString(), stderr.ToString()
+    interface IDisposable with
+        member _.Dispose() =
+            if not p.HasExited then p.Kill true
+            p.Dispose()
+            lines.Dispose()
+
+/// Runs `mae args` to the end: exit code, stdout, stderr.
+let private run (args: string list) =
+    use child = new Child(args)
+    child.Finish(TimeSpan.FromMinutes 3.0)
+
+/// The last non-empty line of stdout, parsed as a JSON object.
+let private lastJson (stdout: string) =
+    let lastLine = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries) |> Array.last
+    JsonNode.Parse(lastLine).AsObject()
+
+let private expectExit (expected: int) (code: int, stdout: string, stderr: string) what =
+    Expect.equal code expected (sprintf "%s: exit code (stdout: %s; stderr: %s)" what stdout stderr)
+
+[<DllImport("libc", EntryPoint = "kill", SetLastError = true)>]
+extern int private sysKill(int pid, int signal)
+
+[<DllImport("libc", EntryPoint = "signal")>]
+extern nativeint private sysSignal(int signum, nativeint handler)
+
+let private SIGINT = 2
+
+/// True when this process ignores SIGINT (a background job of a non-interactive shell): children
+/// would inherit that and never see the test's SIGINT.
+let private sigintIgnored () =
+    let status = "/proc/self/status"
+    File.Exists status
+    && File.ReadAllLines status
+       |> Array.exists (fun l -> l.StartsWith "SigIgn:" && (Convert.ToUInt64(l.Substring(7).Trim(), 16) &&& (1UL <<< (SIGINT - 1))) <> 0UL)
+
+/// Runs `f` with SIGINT at its default disposition in this process (so in its children), and
+/// restores "ignored" afterwards when it was.
+let private withSigintDefault (f: unit -> unit) =
+    let ignored = sigintIgnored ()
+    if ignored then sysSignal (SIGINT, 0n) |> ignore // SIG_DFL
+    try f ()
+    finally
+        if ignored then sysSignal (SIGINT, 1n) |> ignore // SIG_IGN
+
+let private pipeline () =
+    use dir = new TempDir()
+    let out = dir.File "run"
+    let code, stdout, stderr =
+        run [ "pretrain"; "--modality"; "image"; "--data"; fixture (); "--preset"; "tiny"; "--epochs"; "1"
+              "--batch-size"; "128"; "--out"; out; "--threads"; "1"; "--json" ]
+    expectExit 0 (code, stdout, stderr) "pretrain"
+    let lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+    Expect.equal lines.Length 1 "with --json stdout holds the JSON object alone; human output goes to stderr"
+    let result = lastJson stdout
+    Expect.equal (result.["steps"].GetValue<int>()) (1024 / 128) "one epoch of the 1024 fixture images at batch 128"
+    Expect.isFalse (result.["cancelled"].GetValue<bool>()) "not cancelled"
+    Expect.isTrue (Double.IsFinite(result.["final_loss"].GetValue<float>())) "a finite final loss"
+    let ckpt = result.["checkpoint"].GetValue<string>()
+    Expect.equal ckpt (Path.Combine(out, "last.ckpt")) "the checkpoint is OUT/last.ckpt"
+    Expect.isTrue (File.Exists ckpt) "the checkpoint exists"
+    Expect.stringContains stderr "pretrain step 8/8" "progress goes to stderr as log lines when redirected"
+    let code, stdout, stderr =
+        run [ "probe"; "--checkpoint"; ckpt; "--data"; fixture (); "--probe-epochs"; "3"; "--train-limit"; "512"; "--test-limit"; "256"; "--threads"; "1"; "--json" ]
+    expectExit 0 (code, stdout, stderr) "probe"
+    let probe = lastJson stdout
+    for key in [ "probe_pretrained"; "probe_random_init"; "probe_raw_pixels" ] do
+        let acc = probe.[key].GetValue<float>()
+        Expect.isTrue (acc >= 0.0 && acc <= 1.0) (sprintf "%s = %f is an accuracy in [0, 1]" key acc)
+    Expect.equal (probe.["test_images"].GetValue<int>()) 256 "--test-limit applies"
+    let png = dir.File "recon.png"
+    let code, stdout, stderr = run [ "reconstruct"; "--checkpoint"; ckpt; "--data"; fixture (); "--out"; png; "--count"; "4" ]
+    expectExit 0 (code, stdout, stderr) "reconstruct"
+    Expect.isTrue (File.Exists png) "the PNG is written"
+    Expect.sequenceEqual (File.ReadAllBytes(png).[.. 7]) [| 0x89uy; 0x50uy; 0x4Euy; 0x47uy; 0x0Duy; 0x0Auy; 0x1Auy; 0x0Auy |] "PNG signature"
+    let code, stdout, stderr = run [ "info"; "--checkpoint"; ckpt; "--json" ]
+    expectExit 0 (code, stdout, stderr) "info"
+    let info = lastJson stdout
+    Expect.equal (info.["step"].GetValue<int>()) 8 "info reports the step"
+    Expect.equal (info.["config"].["embedDim"].GetValue<int>()) MaeConfig.tiny.EmbedDim "info reports the configuration"
+    let model, _ = Checkpoint.loadModel ckpt torch.CPU
+    use model = model
+    let count = model.parameters () |> Seq.sumBy (fun p -> p.numel ())
+    Expect.equal (info.["parameters"].GetValue<int64>()) count "info counts every parameter"
+
+let private badArguments () =
+    use dir = new TempDir()
+    let code, stdout, stderr = run [ "pretrain"; "--mask-ratio"; "1.5"; "--data"; fixture (); "--out"; dir.File "a" ]
+    expectExit 2 (code, stdout, stderr) "--mask-ratio 1.5"
+    Expect.stringContains stderr "--mask-ratio" "the message names the option"
+    Expect.stringContains stderr "[0, 1)" "the message states the range"
+    Expect.isFalse (Directory.Exists(dir.File "a")) "nothing is written"
+    let code, stdout, stderr = run [ "pretrain"; "--modality"; "audio"; "--data"; fixture (); "--out"; dir.File "a" ]
+    expectExit 2 (code, stdout, stderr) "--modality audio"
+    Expect.stringContains stderr "--modality" "the message names the option"
+    Expect.stringContains stderr "image" "the message lists the allowed values"
+    let result = run [ "pretrain"; "--epochs"; "many"; "--data"; fixture (); "--out"; dir.File "a" ]
+    expectExit 2 result "a value that does not parse"
+    let code, stdout, stderr = run [ "pretrain"; "--preset"; "base"; "--data"; fixture (); "--out"; dir.File "a" ]
+    expectExit 2 (code, stdout, stderr) "a preset whose patch does not divide the images"
+    Expect.stringContains stderr "divisible by the patch size 16" "the reason is given"
+    let missing = dir.File "missing.ckpt"
+    let code, stdout, stderr = run [ "probe"; "--checkpoint"; missing; "--data"; fixture () ]
+    expectExit 1 (code, stdout, stderr) "a missing checkpoint is a failure (exit 1)"
+    Expect.stringContains stderr missing "the message names the file"
+    Expect.stringContains stderr "does not exist" "the message says what is wrong"
+    for command in [ "pretrain"; "probe"; "reconstruct"; "info" ] do
+        let code, stdout, stderr = run [ command; "--help" ]
+        expectExit 0 (code, stdout, stderr) (command + " --help")
+        Expect.stringContains stdout (sprintf "mae %s [options]" command) "the usage line"
+        Expect.stringContains stdout "Exit codes" "the exit codes are documented"
+
+let private interruptAndResume () =
+    use dir = new TempDir()
+    let args (out: string) =
+        [ "pretrain"; "--data"; fixture (); "--epochs"; "3"; "--batch-size"; "64"; "--train-limit"; "512"; "--seed"; "7"
+          "--checkpoint-every"; "0"; "--threads"; "1"; "--out"; out; "--json" ]
+    let interrupted, straight = dir.File "interrupted", dir.File "straight"
+    let total = 512 / 64 * 3
+    withSigintDefault (fun () ->
+        use child = new Child(args interrupted)
+        child.WaitForLine("pretrain step ", TimeSpan.FromMinutes 2.0) |> ignore
+        Expect.equal (sysKill (child.Pid, SIGINT)) 0 "SIGINT sent"
+        let code, stdout, stderr = child.Finish(TimeSpan.FromMinutes 2.0)
+        expectExit 130 (code, stdout, stderr) "Ctrl-C ends the run with 130"
+        let result = lastJson stdout
+        Expect.isTrue (result.["cancelled"].GetValue<bool>()) "the JSON says cancelled"
+        Expect.isLessThan (result.["steps"].GetValue<int>()) total "stopped before the end")
+    let ckpt = Path.Combine(interrupted, "last.ckpt")
+    Expect.isTrue (File.Exists ckpt) "Ctrl-C saved a checkpoint (none is written periodically with --checkpoint-every 0)"
+    let stoppedAt = (Checkpoint.readMeta ckpt).Step
+    let code, stdout, stderr = run (args interrupted @ [ "--resume" ])
+    expectExit 0 (code, stdout, stderr) "resumed run"
+    Expect.equal ((lastJson stdout).["steps"].GetValue<int>()) total (sprintf "the resumed run (from step %d) finishes" stoppedAt)
+    let code, stdout, stderr = run (args straight)
+    expectExit 0 (code, stdout, stderr) "uninterrupted run"
+    let a, _ = Checkpoint.loadModel (Path.Combine(interrupted, "last.ckpt")) torch.CPU
+    let b, _ = Checkpoint.loadModel (Path.Combine(straight, "last.ckpt")) torch.CPU
+    use a = a
+    use b = b
+    let pa, pb = a.named_parameters () |> Array.ofSeq, b.named_parameters () |> Array.ofSeq
+    Expect.equal pa.Length pb.Length "same parameters"
+    for struct (name, p), struct (_, q) in Array.zip pa pb do
+        Expect.isTrue (same p q) (sprintf "%s: interrupted + resumed is bit-identical to the straight run" name)
+
+let tests =
+    testSequenced
+    <| testList "cli" [
+        test "pretrain, probe, reconstruct and info run on the fixture and print JSON" { pipeline () }
+        test "bad arguments exit 2 naming the option; a missing checkpoint exits 1" { badArguments () }
+        test "Ctrl-C saves a checkpoint, and resuming ends where an uninterrupted run does" {
+            if OperatingSystem.IsWindows() then skiptest "SIGINT is sent with libc kill"
+            interruptAndResume ()
+        }
+    ]
