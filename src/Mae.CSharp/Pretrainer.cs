@@ -43,6 +43,12 @@ namespace Mae
         /// <summary>Stop after this many micro-batches in total; 0 = all epochs.</summary>
         public int MaxIterations { get; init; }
 
+        /// <summary>
+        /// Device to train on ("cpu", "cuda", "cuda:1"); the model is moved there first. Null keeps
+        /// the model where it is (the device given to <see cref="MaeBuilder.Device"/>, CPU by default).
+        /// </summary>
+        public string? Device { get; init; }
+
         internal PretrainOptions ToCore() => new(
             Epochs, BatchSize, BaseLr, 0.0, WarmupEpochs, WeightDecay, new Tuple<double, double>(0.9, 0.95), ClipGrad,
             AccumulationSteps, Seed, CheckpointDirectory, CheckpointEvery, MaxIterations);
@@ -129,6 +135,7 @@ namespace Mae
             ArgumentNullException.ThrowIfNull(model);
             ArgumentNullException.ThrowIfNull(data);
             ArgumentNullException.ThrowIfNull(options);
+            if (options.Device is not null) model.Core.to(Runtime.device(options.Device));
             var report = Microsoft.FSharp.Core.FuncConvert.FromAction<PretrainProgress>(p => progress?.Report(new PretrainProgressInfo(p)));
             var r = Mae.Pretrain.run(model.Core, data.Images, options.ToCore(), options.ResumeFrom, report, cancellationToken);
             return new PretrainOutcome(r);
