@@ -119,6 +119,13 @@ let tests =
             use b = loaded.Encode(data.Test.Images.narrow(0L, 0L, 4L))
             Expect.isTrue (same a b) "the loaded model encodes identically"
         }
+        test "PretrainerOptions.Device moves the model; an unknown device is an ArgumentException naming it" {
+            use data = ImageSplits.LoadIdxFolder(fixtureFolder (), 64, 16)
+            use model = smallBuilder().Build()
+            let r = Pretrainer.Pretrain(model, data.Train, PretrainerOptions(Epochs = 1, BatchSize = 32, Device = "cpu"))
+            Expect.equal r.Steps 2 "trained on the named device"
+            expectArg "device" "cuda" (fun () -> Pretrainer.Pretrain(model, data.Train, PretrainerOptions(Epochs = 1, BatchSize = 32, Device = "tpu:7"))) |> ignore
+        }
         test "cancellation from C# stops early and leaves a resumable checkpoint" {
             use data = ImageSplits.LoadIdxFolder(fixtureFolder (), 256, 64)
             use model = smallBuilder().Build()
