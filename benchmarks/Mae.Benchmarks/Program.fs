@@ -33,11 +33,7 @@ let profile (kernel: AttentionKernel) =
         opt.step() |> ignore
         opt.zero_grad())
 
-/// Resident memory of this process in MiB (Linux: VmRSS).
-let rssMiB () =
-    use p = Process.GetCurrentProcess()
-    p.Refresh()
-    float p.WorkingSet64 / 1048576.0
+let rssMiB = Steps.rssMiB
 
 /// Trains the tiny preset for `steps` optimizer steps on synthetic images and reports resident
 /// memory at given steps: it must stay flat after warm-up (one dispose scope per step).
@@ -62,6 +58,28 @@ let soak (steps: int) (batch: int) (marks: int list) =
     printfn "{\"case\":\"soak-tiny\",\"steps\":%d,\"batch\":%d,%s,\"growth_percent\":%.2f,\"seconds\":%.0f}"
         r.Steps batch parts ((last - first) / first * 100.0) r.Seconds
 
+/// Step timings of every case (or those named), the matmul peaks first; one JSON line each, and
+/// all of them in benchmarks/results.json (when run from the repository root) or ./benchmark-results.json.
+let steps (only: string list) =
+    let fp32 = Steps.matmulPeak ScalarType.Float32
+    let bf16 = Steps.matmulPeak ScalarType.BFloat16
+    let peak = sprintf "{\"case\":\"matmul-peak-2048\",\"fp32_gflops\":%.1f,\"bf16_gflops\":%.1f,\"threads\":%d}" fp32 bf16 (torch.get_num_threads ())
+    printfn "%s" peak
+    let lines =
+        [ for c in Steps.cases do
+              if List.isEmpty only || List.contains c.Name only then
+                  let line = Steps.run c 10 20 fp32
+                  printfn "%s" line
+                  yield line ]
+    let path =
+        if IO.Directory.Exists "benchmarks" then IO.Path.GetFullPath "benchmarks/results.json"
+        else IO.Path.GetFullPath "benchmark-results.json"
+    Checkpoint.writeAtomically path (fun s ->
+        let text = "[\n  " + String.Join(",\n  ", peak :: lines) + "\n]\n"
+        let bytes = Text.Encoding.UTF8.GetBytes text
+        s.Write(bytes, 0, bytes.Length))
+    eprintfn "results: %s" path
+
 [<EntryPoint>]
 let main argv =
     torch.set_num_threads 2
@@ -75,10 +93,17 @@ let main argv =
     | [| "soak" |] ->
         soak 2000 128 [ 200; 500; 1000; 1500; 2000 ]
         0
+    | [| "soak"; n |] ->
+        let n = int n
+        soak n 128 [ n / 10; n / 2; n ]
+        0
+    | a when a.Length >= 1 && a.[0] = "steps" ->
+        steps (List.ofArray a.[1..])
+        0
     | [||] ->
-        profile Math
+        steps []
         soak 2000 128 [ 200; 500; 1000; 1500; 2000 ]
         0
     | _ ->
-        eprintfn "usage: Mae.Benchmarks [profile|soak]"
+        eprintfn "usage: Mae.Benchmarks [profile | soak [STEPS] | steps [CASE ...]]"
         2

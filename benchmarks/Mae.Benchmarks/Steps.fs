@@ -1,0 +1,120 @@
+/// Whole training-step timings for the cases of ../shared/peer/bench_mae.py (same shapes, batch,
+/// mask ratio, norm-pix, AdamW settings), the machine's matmul peak, and the step's GFLOP/s.
+module Mae.Benchmarks.Steps
+
+open System
+open System.Diagnostics
+open TorchSharp
+open Mae
+
+/// Resident memory of this process in MiB.
+let rssMiB () =
+    use p = Process.GetCurrentProcess()
+    p.Refresh()
+    float p.WorkingSet64 / 1048576.0
+
+let private vit img patch d depth heads dd ddepth dheads ratio =
+    { MaeConfig.tiny with
+        ImageSize = (img, img); PatchSize = (patch, patch); Channels = 3
+        EmbedDim = d; Depth = depth; Heads = heads
+        DecoderEmbedDim = dd; DecoderDepth = ddepth; DecoderHeads = dheads
+        Masking = RandomPerSample ratio; NormPixLoss = true }
+
+/// tiny-224: 224² RGB, patch 16, 192 x 12 (3 heads), decoder 128 x 4 (4 heads).
+let tiny224 = vit 224 16 192 12 3 128 4 4 0.75
+/// small-32: 32² RGB, patch 4, 192 x 6, decoder 128 x 2.
+let small32 = vit 32 4 192 6 3 128 2 4 0.75
+
+type Mode =
+    /// MAE: the encoder sees the visible tokens only.
+    | Mae
+    /// SimMIM-style: the encoder sees all L tokens, hidden ones replaced by a learned mask token.
+    | AllTokens
+    /// Encoder-only inference, no masking, no gradients.
+    | EncoderOnly
+
+type Case = { Name: string; Config: MaeConfig; Batch: int; Mode: Mode }
+
+let cases =
+    [ { Name = "tiny-224"; Config = tiny224; Batch = 8; Mode = Mae }
+      { Name = "tiny-224-all-tokens"; Config = tiny224; Batch = 8; Mode = AllTokens }
+      { Name = "small-32"; Config = small32; Batch = 64; Mode = Mae }
+      { Name = "encoder-224"; Config = tiny224; Batch = 32; Mode = EncoderOnly } ]
+
+/// Multiply-add FLOPs (x2) of one forward pass: linear layers and attention matmuls of every
+/// block, patch embedding and prediction. Backward is counted as twice the forward.
+let forwardFlops (c: MaeConfig) (batch: int) (encoderTokens: int) (withDecoder: bool) =
+    let block d tokens = 2.0 * float tokens * (12.0 * float d * float d) + 2.0 * 2.0 * float tokens * float tokens * float d
+    let l = c.NumPatches
+    let cls = if c.ClsToken then 1 else 0
+    let enc = float c.Depth * block c.EmbedDim (encoderTokens + cls) + 2.0 * float l * float c.PatchDim * float c.EmbedDim
+    let dec =
+        if withDecoder then
+            2.0 * float (encoderTokens + cls) * float c.EmbedDim * float c.DecoderEmbedDim
+            + float c.DecoderDepth * block c.DecoderEmbedDim (l + cls)
+            + 2.0 * float (l + cls) * float c.DecoderEmbedDim * float c.PatchDim
+        else 0.0
+    float batch * (enc + dec)
+
+/// GFLOP/s of a large square matmul (fp32 or bf16) on this machine: the reference peak.
+let matmulPeak (dtype: ScalarType) =
+    use _ = torch.NewDisposeScope()
+    let n = 2048L
+    let a = torch.randn(n, n).to_type(dtype)
+    let b = torch.randn(n, n).to_type(dtype)
+    for _ in 1 .. 3 do a.matmul(b) |> ignore
+    let reps = 10
+    let sw = Stopwatch.StartNew()
+    for _ in 1 .. reps do a.matmul(b) |> ignore
+    2.0 * float n ** 3.0 * float reps / sw.Elapsed.TotalSeconds / 1e9
+
+/// Times one case: `warmup` steps, then `steps` timed ones; one JSON object.
+let run (c: Case) (warmup: int) (steps: int) (fp32Peak: float) =
+    Runtime.tuneAllocator ()
+    torch.manual_seed(0L) |> ignore
+    use model = MaskedAutoencoderViT.Create(c.Config, 0L)
+    use images = torch.randn(int64 c.Batch, 3L, int64 (fst c.Config.ImageSize), int64 (snd c.Config.ImageSize))
+    use gen = new Generator(0UL, torch.CPU)
+    use maskToken = new Modules.Parameter(torch.zeros(1L, 1L, int64 c.Config.EmbedDim).normal_(0.0, 0.02), true)
+    let groups = Optim.decayGroups 0.05 model
+    let groups =
+        if c.Mode = AllTokens then Array.append groups [| { Optim.Parameters = [| maskToken |]; Optim.WeightDecay = 0.0; Optim.LrScale = 1.0 } |]
+        else groups
+    use opt = Optim.adamW 1.5e-4 (0.9, 0.95) groups
+    let allTokens (x: Tensor) : MaskResult =
+        let m = Masking.random gen c.Config.MaskRatio x
+        let n, l = x.shape.[0], x.shape.[1]
+        let ids = torch.arange(l).unsqueeze(0L).expand(n, l)
+        let hidden = m.Mask.unsqueeze(-1L)
+        { Visible = x * (1.0 - hidden) + maskToken * hidden; Mask = m.Mask; IdsKeep = ids; IdsRestore = ids }
+    let step () =
+        use _ = torch.NewDisposeScope()
+        match c.Mode with
+        | EncoderOnly ->
+            use _ = torch.no_grad()
+            model.Encode(images) |> ignore
+        | Mae | AllTokens ->
+            let out = if c.Mode = Mae then model.Forward(images, gen) else model.Forward(images, allTokens)
+            out.Loss.item<float32>() |> ignore
+            out.Loss.backward()
+            opt.step() |> ignore
+            opt.zero_grad()
+    if c.Mode = EncoderOnly then model.eval () else model.train ()
+    for _ in 1 .. warmup do step ()
+    let times =
+        [| for _ in 1 .. steps do
+               let sw = Stopwatch.StartNew()
+               step ()
+               yield sw.Elapsed.TotalMilliseconds |]
+    let sorted = Array.sort times
+    let median = sorted.[sorted.Length / 2]
+    let l = c.Config.NumPatches
+    let encTokens =
+        match c.Mode with
+        | Mae -> Masking.keepCount l c.Config.MaskRatio
+        | AllTokens | EncoderOnly -> l
+    let fwd = forwardFlops c.Config c.Batch encTokens (c.Mode <> EncoderOnly)
+    let flops = if c.Mode = EncoderOnly then fwd else 3.0 * fwd
+    let gflops = flops / (median / 1000.0) / 1e9
+    sprintf "{\"case\":\"%s\",\"batch\":%d,\"steps\":%d,\"median_ms\":%.1f,\"min_ms\":%.1f,\"max_ms\":%.1f,\"images_per_s\":%.1f,\"gflops\":%.1f,\"fraction_of_fp32_matmul_peak\":%.3f,\"process_rss_mib\":%.0f,\"threads\":%d}"
+        c.Name c.Batch steps median sorted.[0] sorted.[sorted.Length - 1] (float c.Batch / (median / 1000.0)) gflops (gflops / fp32Peak) (rssMiB ()) (torch.get_num_threads ())
