@@ -6,7 +6,24 @@
 #r "nuget: Mae.Core, 0.1.0-local"
 #r "nuget: TorchSharp-cpu, 0.107.0"
 
+open System
+open System.IO
+open System.Runtime.InteropServices
 open System.Threading
+
+// In F# Interactive, TorchSharp looks for libtorch by name first, so a system libtorch (Debian's
+// libtorch-dev, which python3-torch brings) would be found before the one its package ships and
+// the load fails. Loading the packaged libraries by path first makes the name resolve to them.
+if OperatingSystem.IsLinux() then
+    let packages =
+        match Environment.GetEnvironmentVariable "NUGET_PACKAGES" with
+        | null | "" -> Path.Combine(Environment.GetFolderPath Environment.SpecialFolder.UserProfile, ".nuget", "packages")
+        | p -> p
+    let native = Path.Combine(packages, "libtorch-cpu-linux-x64", "2.10.0", "runtimes", "linux-x64", "native")
+    for lib in [ "libc10.so"; "libtorch_cpu.so"; "libtorch.so" ] do
+        let path = Path.Combine(native, lib)
+        if File.Exists path then NativeLibrary.Load path |> ignore
+
 open TorchSharp
 open Mae
 open Mae.Data
