@@ -100,10 +100,20 @@ let main argv =
     | a when a.Length >= 1 && a.[0] = "steps" ->
         steps (List.ofArray a.[1..])
         0
+    | a when a.Length >= 1 && a.[0] = "compare" ->
+        // compare [--peer DIR] [--rounds N] [--peer-malloc tuned|default]
+        let rec opt name def (xs: string list) =
+            match xs with
+            | n :: v :: _ when n = name -> v
+            | _ :: rest -> opt name def rest
+            | [] -> def
+        let rest = List.ofArray a.[1..]
+        Compare.run (opt "--peer" "../shared/peer" rest) (int (opt "--rounds" "2" rest)) (opt "--peer-malloc" "tuned" rest)
+        0
     | [||] ->
         steps []
         soak 2000 128 [ 200; 500; 1000; 1500; 2000 ]
         0
     | _ ->
-        eprintfn "usage: Mae.Benchmarks [profile | soak [STEPS] | steps [CASE ...]]"
+        eprintfn "usage: Mae.Benchmarks [profile | soak [STEPS] | steps [CASE ...] | compare [--peer DIR] [--rounds N] [--peer-malloc tuned|default]]"
         2
