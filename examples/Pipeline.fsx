@@ -45,9 +45,7 @@ let options = { PretrainOptions.defaults with Epochs = epochs; BatchSize = min 2
 let result = Pretrain.run model train.Images options null ignore CancellationToken.None
 printfn "pretrained %d steps, loss %.4f -> %.4f" result.Steps result.EpochLosses.[0] result.FinalLoss
 let features (x: Tensor) = model.Features(x, false)
-let probe =
-    Probe.linear Probe.defaultLinearOptions 10 (Probe.extract features torch.CPU 512 train.Images) train.Labels
-        (Probe.extract features torch.CPU 512 test.Images) test.Labels
+let probe = Probe.linearOn Probe.defaultLinearOptions 10 features torch.CPU 512 train test
 Visualize.reconstruction "pipeline-reconstruction.png" model (new Generator(1UL, torch.CPU))
-    (fun x -> x * Idx.mnistStd + Idx.mnistMean) (test.Images.narrow(0L, 0L, 6L))
+    Idx.toUnit (test.Images.narrow(0L, 0L, 6L))
 printfn "linear-probe accuracy %.4f; pipeline-reconstruction.png written" probe.TestAccuracy

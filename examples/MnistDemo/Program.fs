@@ -75,15 +75,12 @@ let main argv =
     Checkpoint.exportEncoder (Path.Combine(args.Out, "encoder.bin")) model
     log (sprintf "checkpoint: %s (encoder alone: encoder.bin)" ckpt)
     let png = Path.GetFullPath(Path.Combine(args.Out, "reconstruction.png"))
-    let toUnit (x: Tensor) = (x * Idx.mnistStd + Idx.mnistMean)
     use g = new Generator(123UL, torch.CPU)
-    Visualize.reconstruction png model g toUnit (test.Images.narrow(0L, 0L, 8L))
+    Visualize.reconstruction png model g Idx.toUnit (test.Images.narrow(0L, 0L, 8L))
     log (sprintf "reconstructions: %s" png)
     let probeOpts = { Probe.defaultLinearOptions with Epochs = args.ProbeEpochs }
     let probe (name: string) (features: Tensor -> Tensor) =
-        use trX = Probe.extract features torch.CPU 512 train.Images
-        use teX = Probe.extract features torch.CPU 512 test.Images
-        let r = Probe.linear probeOpts 10 trX train.Labels teX test.Labels
+        let r = Probe.linearOn probeOpts 10 features torch.CPU 512 train test
         log (sprintf "linear probe %-12s test %.4f (train %.4f)" name r.TestAccuracy r.TrainAccuracy)
         r.TestAccuracy
     model.eval ()

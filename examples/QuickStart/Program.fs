@@ -8,6 +8,5 @@ let model = MaskedAutoencoderViT.Create(MaeConfig.tiny, 0L)
 let options = { PretrainOptions.defaults with Epochs = 5; BaseLr = 1e-3 }
 let result = Pretrain.run model train.Images options null ignore CancellationToken.None
 let features (x: Tensor) = model.Features(x, false) // encoder only, no masking: [N, D]
-let trX, teX = Probe.extract features torch.CPU 512 train.Images, Probe.extract features torch.CPU 512 test.Images
-let probe = Probe.linear Probe.defaultLinearOptions 10 trX train.Labels teX test.Labels
+let probe = Probe.linearOn Probe.defaultLinearOptions 10 features torch.CPU 512 train test
 printfn "loss %.3f, linear-probe accuracy %.3f" result.FinalLoss probe.TestAccuracy

@@ -1,5 +1,4 @@
 using System;
-using System.Linq;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -23,11 +22,8 @@ namespace Mae
     /// <summary>Evaluates a pretrained encoder without training it.</summary>
     public static class Evaluation
     {
-        private static Tensor Features(ImageMaeModel model, Tensor images, bool meanPool)
-        {
-            var device = model.Core.parameters().First().device;
-            return Probe.extract(Microsoft.FSharp.Core.FuncConvert.FromFunc<Tensor, Tensor>(x => model.Core.Features(x, meanPool)), device, 512, images);
-        }
+        private static Microsoft.FSharp.Core.FSharpFunc<Tensor, Tensor> FeaturesOf(ImageMaeModel model, bool meanPool) =>
+            Microsoft.FSharp.Core.FuncConvert.FromFunc<Tensor, Tensor>(x => model.Core.Features(x, meanPool));
 
         private static void CheckLabelled(ImageDataset d, string name)
         {
@@ -45,10 +41,8 @@ namespace Mae
             ArgumentNullException.ThrowIfNull(model);
             CheckLabelled(train, nameof(train));
             CheckLabelled(test, nameof(test));
-            using var trX = Features(model, train.Images, meanPool);
-            using var teX = Features(model, test.Images, meanPool);
             var options = new Probe.LinearProbeOptions(epochs, 256, 0.1, 0.0, seed);
-            var r = Probe.linear(options, classes, trX, train.Labels!, teX, test.Labels!);
+            var r = Probe.linearOn(options, classes, FeaturesOf(model, meanPool), Runtime.deviceOf(model.Core), 512, train.ToCore(), test.ToCore());
             return new ProbeAccuracy(r.TrainAccuracy, r.TestAccuracy);
         }
 
@@ -59,8 +53,9 @@ namespace Mae
             ArgumentNullException.ThrowIfNull(model);
             CheckLabelled(train, nameof(train));
             CheckLabelled(test, nameof(test));
-            using var trX = Features(model, train.Images, meanPool);
-            using var teX = Features(model, test.Images, meanPool);
+            var device = Runtime.deviceOf(model.Core);
+            using var trX = Probe.extract(FeaturesOf(model, meanPool), device, 512, train.Images);
+            using var teX = Probe.extract(FeaturesOf(model, meanPool), device, 512, test.Images);
             return Probe.knn(k, 0.07, classes, trX, train.Labels!, teX, test.Labels!);
         }
     }

@@ -130,7 +130,7 @@ let checkFits (config: MaeConfig) (set: ImageSet) =
             (sprintf "images of %dx%d with %d channel(s), as the checkpoint's model was trained on" mh mw config.Channels)
 
 /// Display mapping of the IDX loader's normalisation back to [0, 1].
-let toUnit (x: Tensor) = x * Idx.mnistStd + Idx.mnistMean
+let toUnit (x: Tensor) = Idx.toUnit x
 
 /// Number of classes in the labels of both splits (largest label + 1).
 let classCount (train: ImageSet) (test: ImageSet) =

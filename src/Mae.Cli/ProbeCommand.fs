@@ -48,9 +48,7 @@ let create () =
                 ui.Step(
                     sprintf "linear probe: %s" name,
                     fun () ->
-                        use trX = Probe.extract features dev batch train.Images
-                        use teX = Probe.extract features dev batch test.Images
-                        let r = Probe.linear options classes trX train.Labels teX test.Labels
+                        let r = Probe.linearOn options classes features dev batch train test
                         ui.Log(sprintf "linear probe %-12s test %.4f (train %.4f)" name r.TestAccuracy r.TrainAccuracy)
                         r
                 )

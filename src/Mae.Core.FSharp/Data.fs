@@ -63,6 +63,9 @@ module Idx =
     /// MNIST's normalisation: mean 0.1307, std 0.3081 of pixel/255.
     let mnistMean, mnistStd = 0.1307, 0.3081
 
+    /// Undoes the normalisation of `load` for display: back to pixel / 255 in [0, 1].
+    let toUnit (x: Tensor) = x * mnistStd + mnistMean
+
     /// Reads images (rank 3: N x H x W) and labels (rank 1) into an ImageSet [N, 1, H, W],
     /// pixels mapped to (x/255 - mean) / std. `limit` keeps the first that many (0 = all).
     let load (imagesPath: string) (labelsPath: string) (limit: int) : ImageSet =

@@ -48,19 +48,9 @@ type VitClassifier(config: MaeConfig, classes: int) as this =
 
     /// [N, C, H, W] -> [N, classes] logits from the mean of the patch tokens.
     override _.forward(imgs: Tensor) =
-        Guard.rank "imgs" 4 "[N, C, H, W]" imgs
-        let h, w = cfg.ImageSize
-        if imgs.shape.[1] <> int64 cfg.Channels || imgs.shape.[2] <> int64 h || imgs.shape.[3] <> int64 w then
-            Guard.fail "imgs" (Guard.shapeOf imgs) (sprintf "[N, %d, %d, %d] (the classifier's Channels and ImageSize)" cfg.Channels h w)
+        Init.checkImages cfg imgs
         let x = patch_embed.forward(imgs) + pos_embed.narrow(1L, extra, int64 cfg.NumPatches)
-        let x =
-            if cfg.ClsToken then
-                let cls = (cls_token + pos_embed.narrow(1L, 0L, 1L)).expand(x.shape.[0], -1L, -1L)
-                torch.cat([| cls; x |], 1L)
-            else x
-        let mutable y = x
-        for b in blocks do
-            y <- b.forward(y)
+        let y = Init.prependCls cls_token pos_embed x |> Init.runBlocks blocks
         let pooled = y.narrow(1L, extra, y.shape.[1] - extra).mean([| 1L |])
         head.forward(fc_norm.forward(pooled))
 
@@ -108,7 +98,7 @@ module FineTune =
         if not (o.LayerDecay > 0.0 && o.LayerDecay <= 1.0) then Guard.fail "LayerDecay" o.LayerDecay "a number in (0, 1]"
         let n = int images.shape.[0]
         if n < o.BatchSize then Guard.fail "images" (Guard.shapeOf images) (sprintf "at least BatchSize = %d images" o.BatchSize)
-        let device = m.parameters() |> Seq.head |> fun p -> p.device
+        let device = Runtime.deviceOf m
         let gs = groups m o.WeightDecay o.LayerDecay
         let lr = Optim.scaledLr o.BaseLr o.BatchSize
         use opt = Optim.adamW lr (0.9, 0.999) gs
@@ -141,6 +131,6 @@ module FineTune =
     /// Test accuracy of the classifier.
     let evaluate (m: VitClassifier) (images: Tensor) (labels: Tensor) =
         m.eval ()
-        let device = m.parameters() |> Seq.head |> fun p -> p.device
+        let device = Runtime.deviceOf m
         use logits = Probe.extract (fun x -> m.forward(x)) device 512 images
         Probe.accuracy logits labels

@@ -36,6 +36,7 @@ type EncoderOutput =
       /// The masking that was applied.
       Masking: MaskResult }
 
+/// Pieces shared by the MAE and the classifier built on its encoder.
 module internal Init =
     /// MAE's initialisation: xavier-uniform linear weights, zero biases, unit layer norms.
     let weights (m: Module) =
@@ -68,6 +69,29 @@ module internal Init =
     let blocks (dim: int) (depth: int) (heads: int) (cfg: MaeConfig) =
         ModuleList<Block>([| for _ in 1 .. depth -> Block.Standard(dim, heads, cfg.MlpRatio, cfg.Attention) |])
 
+    /// Images must match the model's channels and size: [N, C, H, W] with N >= 1.
+    let checkImages (cfg: MaeConfig) (imgs: Tensor) =
+        Guard.rank "imgs" 4 "[N, C, H, W]" imgs
+        Guard.nonEmptyBatch "imgs" imgs
+        let h, w = cfg.ImageSize
+        if imgs.shape.[1] <> int64 cfg.Channels || imgs.shape.[2] <> int64 h || imgs.shape.[3] <> int64 w then
+            Guard.fail "imgs" (Guard.shapeOf imgs) (sprintf "[N, %d, %d, %d] (the model's Channels and ImageSize)" cfg.Channels h w)
+
+    /// The blocks in order: [N, L, D] -> [N, L, D]
+    let runBlocks (bs: ModuleList<Block>) (x: Tensor) =
+        let mutable x = x
+        for b in bs do
+            x <- b.forward(x)
+        x
+
+    /// [N, L, D] -> [N, 1+L, D] with the cls token plus its position (row 0 of `posEmbed`) in
+    /// front; unchanged when `clsToken` is null (a model without one).
+    let prependCls (clsToken: Tensor) (posEmbed: Tensor) (x: Tensor) =
+        if isNull clsToken then x
+        else
+            let cls = (clsToken + posEmbed.narrow(1L, 0L, 1L)).expand(x.shape.[0], -1L, -1L)
+            torch.cat([| cls; x |], 1L)
+
 /// MAE with a ViT encoder and a small ViT decoder.
 /// Parameters: patch_embed.*, cls_token, pos_embed, blocks.N.*, norm.*, decoder_embed.*, mask_token,
 /// decoder_pos_embed, decoder_blocks.N.*, decoder_norm.*, decoder_pred.*.
@@ -92,27 +116,6 @@ type MaskedAutoencoderViT(config: MaeConfig) as this =
 
     let lossFn =
         if cfg.NormPixLoss then Losses.withNormPix Losses.normPixEps Losses.maskedMse else Losses.maskedMse
-
-    let checkImages (imgs: Tensor) =
-        Guard.rank "imgs" 4 "[N, C, H, W]" imgs
-        Guard.nonEmptyBatch "imgs" imgs
-        let h, w = cfg.ImageSize
-        if imgs.shape.[1] <> int64 cfg.Channels || imgs.shape.[2] <> int64 h || imgs.shape.[3] <> int64 w then
-            Guard.fail "imgs" (Guard.shapeOf imgs) (sprintf "[N, %d, %d, %d] (the model's Channels and ImageSize)" cfg.Channels h w)
-
-    let runBlocks (bs: ModuleList<Block>) (x: Tensor) =
-        let mutable x = x
-        for b in bs do
-            x <- b.forward(x)
-        x
-
-    /// [N, L, D] tokens + positions -> [N, (1)+L, D] with the cls token (and its position) in front.
-    let prependCls (x: Tensor) =
-        if cfg.ClsToken then
-            let n = x.shape.[0]
-            let cls = (cls_token + pos_embed.narrow(1L, 0L, 1L)).expand(n, -1L, -1L)
-            torch.cat([| cls; x |], 1L)
-        else x
 
     do
         this.RegisterComponents()
@@ -139,13 +142,13 @@ type MaskedAutoencoderViT(config: MaeConfig) as this =
 
     /// Patch embedding plus positions, before masking: [N, C, H, W] -> [N, L, D]
     member _.Embed(imgs: Tensor) =
-        checkImages imgs
+        Init.checkImages cfg imgs
         patch_embed.forward(imgs) + pos_embed.narrow(1L, extra, int64 cfg.NumPatches)
 
     /// Encoder over the visible tokens left by `masking` (a function of the embedded tokens).
     member _.ForwardEncoder(imgs: Tensor, masking: Tensor -> MaskResult) : EncoderOutput =
         let m = masking (this.Embed imgs)
-        let x = prependCls m.Visible |> runBlocks blocks
+        let x = Init.prependCls cls_token pos_embed m.Visible |> Init.runBlocks blocks
         { Latent = norm.forward(x); Masking = m }
 
     /// Encoder with the configured random masking drawn from `generator`.
@@ -161,7 +164,7 @@ type MaskedAutoencoderViT(config: MaeConfig) as this =
         let masked = mask_token.expand(n, l - visible.shape.[1], -1L)
         let tokens = Masking.restore idsRestore (torch.cat([| visible; masked |], 1L))
         let tokens = if cfg.ClsToken then torch.cat([| x.narrow(1L, 0L, 1L); tokens |], 1L) else tokens
-        let y = (tokens + decoder_pos_embed) |> runBlocks decoder_blocks
+        let y = (tokens + decoder_pos_embed) |> Init.runBlocks decoder_blocks
         let pred = decoder_pred.forward(decoder_norm.forward(y))
         pred.narrow(1L, extra, l)
 
@@ -181,7 +184,7 @@ type MaskedAutoencoderViT(config: MaeConfig) as this =
 
     /// Encoder without masking: [N, C, H, W] -> [N, (1)+L, D] (after the final norm).
     member _.Encode(imgs: Tensor) =
-        let x = prependCls (this.Embed imgs) |> runBlocks blocks
+        let x = Init.prependCls cls_token pos_embed (this.Embed imgs) |> Init.runBlocks blocks
         norm.forward(x)
 
     /// One feature vector per image: the cls token's output, or the mean of the patch tokens

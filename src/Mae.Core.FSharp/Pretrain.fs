@@ -99,7 +99,7 @@ module Pretrain =
         Guard.rank "images" 4 "[N, C, H, W]" images
         let n = int images.shape.[0]
         if n < o.BatchSize then Guard.fail "images" (Guard.shapeOf images) (sprintf "at least BatchSize = %d images" o.BatchSize)
-        let device = model.parameters() |> Seq.head |> fun p -> p.device
+        let device = Runtime.deviceOf model
         let itersPerEpoch = n / o.BatchSize
         let totalIters = itersPerEpoch * o.Epochs
         let accum = o.AccumulationSteps

@@ -91,6 +91,14 @@ let linear (options: LinearProbeOptions) (classes: int) (trainX: Tensor) (trainY
     let testAcc = (use l = predictAll head testX in accuracy l testY)
     { TrainAccuracy = trainAcc; TestAccuracy = testAcc }
 
+/// The linear probe of a feature function ([B, ...] -> [B, D], e.g. a frozen encoder): features of
+/// both splits computed in batches of `batchSize` on `device`, then `linear`.
+let linearOn (options: LinearProbeOptions) (classes: int) (features: Tensor -> Tensor) (device: Device) (batchSize: int)
+             (train: Data.ImageSet) (test: Data.ImageSet) =
+    use trainX = extract features device batchSize train.Images
+    use testX = extract features device batchSize test.Images
+    linear options classes trainX train.Labels testX test.Labels
+
 /// Weighted k-NN on cosine similarity (each of the k neighbours votes exp(sim / temperature)).
 /// Returns the test accuracy.
 let knn (k: int) (temperature: float) (classes: int) (trainX: Tensor) (trainY: Tensor) (testX: Tensor) (testY: Tensor) =

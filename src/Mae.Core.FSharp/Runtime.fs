@@ -32,3 +32,9 @@ let device (name: string) : Device =
     else
         try TorchSharp.torch.device(name)
         with e -> raise (ArgumentException(sprintf "device was \"%s\"; expected \"cpu\", \"cuda\" or \"cuda:N\" (%s)" name e.Message, "device"))
+
+/// The device a module's parameters live on (CPU for a module without parameters).
+let deviceOf (m: TorchSharp.torch.nn.Module) : Device =
+    match Seq.tryHead (m.parameters()) with
+    | Some p -> p.device
+    | None -> TorchSharp.torch.CPU

@@ -56,7 +56,7 @@ let reconstruction (path: string) (model: MaskedAutoencoderViT) (generator: Gene
     use _ = torch.no_grad()
     let wasTraining = model.training
     model.eval ()
-    let device = model.parameters() |> Seq.head |> fun p -> p.device
+    let device = Runtime.deviceOf model
     let imgs = imgs.``to``(device)
     let out = model.Forward(imgs, generator)
     let target = model.Patchify imgs
