@@ -33,13 +33,15 @@ type Mode =
     /// Encoder-only inference, no masking, no gradients.
     | EncoderOnly
 
-type Case = { Name: string; Config: MaeConfig; Batch: int; Mode: Mode }
+type Case = { Name: string; Config: MaeConfig; Batch: int; Mode: Mode; Precision: Precision }
 
 let cases =
-    [ { Name = "tiny-224"; Config = tiny224; Batch = 8; Mode = Mae }
-      { Name = "tiny-224-all-tokens"; Config = tiny224; Batch = 8; Mode = AllTokens }
-      { Name = "small-32"; Config = small32; Batch = 64; Mode = Mae }
-      { Name = "encoder-224"; Config = tiny224; Batch = 32; Mode = EncoderOnly } ]
+    [ { Name = "tiny-224"; Config = tiny224; Batch = 8; Mode = Mae; Precision = Float32 }
+      { Name = "tiny-224-all-tokens"; Config = tiny224; Batch = 8; Mode = AllTokens; Precision = Float32 }
+      { Name = "small-32"; Config = small32; Batch = 64; Mode = Mae; Precision = Float32 }
+      { Name = "encoder-224"; Config = tiny224; Batch = 32; Mode = EncoderOnly; Precision = Float32 }
+      { Name = "tiny-224-bf16"; Config = tiny224; Batch = 8; Mode = Mae; Precision = BFloat16 }
+      { Name = "small-32-bf16"; Config = small32; Batch = 64; Mode = Mae; Precision = BFloat16 } ]
 
 /// Multiply-add FLOPs (x2) of one forward pass: linear layers and attention matmuls of every
 /// block, patch embedding and prediction. Backward is counted as twice the forward.
@@ -94,11 +96,13 @@ let run (c: Case) (warmup: int) (steps: int) (fp32Peak: float) =
             use _ = torch.no_grad()
             model.Encode(images) |> ignore
         | Mae | AllTokens ->
-            let out = if c.Mode = Mae then model.Forward(images, gen) else model.Forward(images, allTokens)
+            let out =
+                use _ = Precision.scope c.Precision
+                if c.Mode = Mae then model.Forward(images, gen) else model.Forward(images, allTokens)
             out.Loss.item<float32>() |> ignore
             out.Loss.backward()
-            opt.step() |> ignore
-            opt.zero_grad()
+            opt.Step()
+            opt.ZeroGrad()
     if c.Mode = EncoderOnly then model.eval () else model.train ()
     for _ in 1 .. warmup do step ()
     let times =
@@ -116,5 +120,5 @@ let run (c: Case) (warmup: int) (steps: int) (fp32Peak: float) =
     let fwd = forwardFlops c.Config c.Batch encTokens (c.Mode <> EncoderOnly)
     let flops = if c.Mode = EncoderOnly then fwd else 3.0 * fwd
     let gflops = flops / (median / 1000.0) / 1e9
-    sprintf "{\"case\":\"%s\",\"batch\":%d,\"steps\":%d,\"median_ms\":%.1f,\"min_ms\":%.1f,\"max_ms\":%.1f,\"images_per_s\":%.1f,\"gflops\":%.1f,\"fraction_of_fp32_matmul_peak\":%.3f,\"process_rss_mib\":%.0f,\"threads\":%d}"
-        c.Name c.Batch steps median sorted.[0] sorted.[sorted.Length - 1] (float c.Batch / (median / 1000.0)) gflops (gflops / fp32Peak) (rssMiB ()) (torch.get_num_threads ())
+    sprintf "{\"case\":\"%s\",\"precision\":\"%s\",\"batch\":%d,\"steps\":%d,\"median_ms\":%.1f,\"min_ms\":%.1f,\"max_ms\":%.1f,\"images_per_s\":%.1f,\"gflops\":%.1f,\"fraction_of_fp32_matmul_peak\":%.3f,\"process_rss_mib\":%.0f,\"threads\":%d}"
+        c.Name (if c.Precision = BFloat16 then "bf16" else "fp32") c.Batch steps median sorted.[0] sorted.[sorted.Length - 1] (float c.Batch / (median / 1000.0)) gflops (gflops / fp32Peak) (rssMiB ()) (torch.get_num_threads ())

@@ -79,9 +79,13 @@ let create () =
     resume.Arity <- ArgumentArity.ZeroOrOne
     let checkpointEvery = nonNegative "--checkpoint-every" "Rewrite OUT/last.ckpt every N steps (0 = only at the end or on Ctrl-C)." 100
     let seed = create "--seed" "Seed of the initial weights, the data order and the masks." (Some 0L)
+    let precision =
+        create "--precision" "Matrix products in fp32, or in bf16 with fp32 weights (fast on CPUs with AVX512-BF16/AMX and recent GPUs)." (Some "fp32")
+        |> check "fp32 or bf16" (fun v -> v = "fp32" || v = "bf16")
+        |> named "fp32|bf16"
     let trainLimit, device, threads, json = trainLimit (), device (), threads (), json ()
     for o in [ modality :> Option; preset; data; epochs; batchSize; maskRatio; baseLr; warmup; out; resume
-               checkpointEvery; seed; trainLimit; device; threads; json ] do
+               checkpointEvery; seed; precision; trainLimit; device; threads; json ] do
         cmd.Options.Add o
     cmd.SetAction(
         action (fun parsed ->
@@ -113,7 +117,8 @@ let create () =
                     WarmupEpochs = parsed.GetValue warmup
                     Seed = parsed.GetValue seed
                     CheckpointDirectory = outDir
-                    CheckpointEvery = parsed.GetValue checkpointEvery }
+                    CheckpointEvery = parsed.GetValue checkpointEvery
+                    Precision = Precision.ofName (parsed.GetValue precision) }
             use model = MaskedAutoencoderViT.Create(config, options.Seed, dev)
             let totalSteps = train.Count / batch * options.Epochs
             ui.Log(

@@ -96,13 +96,12 @@ let private entry (zip: ZipArchive) (name: string) (write: Stream -> unit) =
     write s
 
 /// Saves model (+ optimizer and generator state when given) and meta to `path` atomically.
-let save (path: string) (model: MaskedAutoencoderViT) (optimizer: torch.optim.Optimizer option) (generator: Generator option) (meta: Meta) =
+let save (path: string) (model: MaskedAutoencoderViT) (optimizer: Optim.AdamW option) (generator: Generator option) (meta: Meta) =
     writeAtomically path (fun f ->
         use zip = new ZipArchive(f, ZipArchiveMode.Create, true)
         entry zip "model.bin" (fun s -> model.save(s) |> ignore)
         match optimizer with
-        | Some (:? Modules.AdamW as o) -> entry zip "optimizer.bin" (fun s -> use w = new BinaryWriter(s) in o.save_state_dict(w))
-        | Some other -> invalidArg "optimizer" (sprintf "%s cannot be saved; expected AdamW" (other.GetType().Name))
+        | Some o -> entry zip "optimizer.bin" (fun s -> use w = new BinaryWriter(s) in o.Save(w))
         | None -> ()
         match generator with
         | Some g -> entry zip "generator.bin" (fun s -> let st = g.get_state() in s.Write(st.data<byte>().ToArray()))
@@ -150,13 +149,13 @@ let private copyEntry (zip: ZipArchive) (name: string) =
         Some ms
 
 /// Loads weights (and optimizer / generator state when given and present) into existing objects.
-let loadInto (path: string) (model: MaskedAutoencoderViT) (optimizer: torch.optim.Optimizer option) (generator: Generator option) =
+let loadInto (path: string) (model: MaskedAutoencoderViT) (optimizer: Optim.AdamW option) (generator: Generator option) =
     use zip = openZip path
     match copyEntry zip "model.bin" with
     | Some ms -> (use ms = ms in model.load(ms, strict = true) |> ignore)
     | None -> raise (InvalidDataException(sprintf "%s holds no model weights." path))
     match optimizer, copyEntry zip "optimizer.bin" with
-    | Some (:? Modules.AdamW as o), Some ms -> (use ms = ms in use r = new BinaryReader(ms) in o.load_state_dict(r))
+    | Some o, Some ms -> (use ms = ms in use r = new BinaryReader(ms) in o.Load(r))
     | _, Some ms -> ms.Dispose()
     | _ -> ()
     match generator, copyEntry zip "generator.bin" with

@@ -119,9 +119,9 @@ module FineTune =
                     let x = images.index_select(0L, idx).``to``(device)
                     let y = labels.index_select(0L, idx).``to``(device)
                     let loss = torch.nn.functional.cross_entropy(m.forward(x), y, label_smoothing = o.LabelSmoothing)
-                    opt.zero_grad()
+                    opt.ZeroGrad()
                     loss.backward()
-                    opt.step() |> ignore
+                    opt.Step()
                     sum <- sum + float (loss.item<float32>())
                     it <- it + 1
                 losses.Add(sum / float perEpoch)

@@ -7,15 +7,28 @@ open TorchSharp.Modules
 
 open type TorchSharp.torch.nn
 
-/// Linear patch embedding as a strided convolution. Parameters: proj.{weight,bias}.
+/// Linear patch embedding, stored as the reference's strided convolution (proj.{weight,bias},
+/// weight [D, C, ph, pw]) and computed as one matrix product on the patches' pixels, which also
+/// lets the MAE embed only the patches that stay visible.
 type PatchEmbed(channels: int, dim: int, patchSize: int * int) as this =
     inherit Module<Tensor, Tensor>("PatchEmbed")
     let ph, pw = patchSize
     let proj = Conv2d(int64 channels, int64 dim, struct (int64 ph, int64 pw), stride = struct (int64 ph, int64 pw))
     do this.RegisterComponents()
 
+    /// [N, C, H, W] -> [N, L, C*ph*pw]: each patch's pixels in the convolution weight's order
+    /// (channel, row, column), tokens in row-major order of the patch grid.
+    member _.Pixels(x: Tensor) =
+        let n, c, hh, ww = x.shape.[0], x.shape.[1], x.shape.[2], x.shape.[3]
+        let h, w = hh / int64 ph, ww / int64 pw
+        x.reshape(n, c, h, int64 ph, w, int64 pw).permute(0L, 2L, 4L, 1L, 3L, 5L).reshape(n, h * w, c * int64 (ph * pw))
+
+    /// Patch pixels [N, L', C*ph*pw] (as from Pixels) -> tokens [N, L', D].
+    member _.Project(pixels: Tensor) =
+        Precision.linearWith pixels (proj.weight.flatten(1L)) proj.bias
+
     /// [N, C, H, W] -> [N, L, D], tokens in row-major order of the patch grid.
-    override _.forward(x: Tensor) = proj.forward(x).flatten(2L).transpose(1L, 2L)
+    override this.forward(x: Tensor) = this.Project(this.Pixels x)
 
     /// The convolution's weight [D, C, ph, pw].
     member _.Weight = proj.weight
@@ -151,21 +164,29 @@ type MaskedAutoencoderViT(config: MaeConfig) as this =
         let x = Init.prependCls cls_token pos_embed m.Visible |> Init.runBlocks blocks
         { Latent = norm.forward(x); Masking = m }
 
-    /// Encoder with the configured random masking drawn from `generator`.
-    member _.ForwardEncoder(imgs: Tensor, generator: Generator) =
-        this.ForwardEncoder(imgs, fun x -> this.Mask(x, generator))
+    /// Encoder with the configured random masking drawn from `generator`. The mask is drawn on
+    /// the patches' pixels and only the visible patches are embedded (the embedding is per
+    /// patch, so this equals embedding all and masking after, at a quarter of the cost for 75%).
+    member _.ForwardEncoder(imgs: Tensor, generator: Generator) : EncoderOutput =
+        Init.checkImages cfg imgs
+        let m = this.Mask(patch_embed.Pixels imgs, generator)
+        let n, keep = m.IdsKeep.shape.[0], m.IdsKeep.shape.[1]
+        let pos = pos_embed.narrow(1L, extra, int64 cfg.NumPatches).squeeze(0L)
+        let visible = patch_embed.Project(m.Visible) + pos.index_select(0L, m.IdsKeep.reshape(-1L)).view(n, keep, -1L)
+        let x = Init.prependCls cls_token pos_embed visible |> Init.runBlocks blocks
+        { Latent = norm.forward(x); Masking = { m with Visible = visible } }
 
     /// Decoder: embed, append mask tokens, restore the order, add positions, predict patches.
     /// latent [N, (1)+Lkeep, D], idsRestore [N, L] -> [N, L, ph*pw*C]
     member _.ForwardDecoder(latent: Tensor, idsRestore: Tensor) =
-        let x = decoder_embed.forward(latent)
+        let x = Precision.linear decoder_embed latent
         let n, l = x.shape.[0], int64 cfg.NumPatches
         let visible = x.narrow(1L, extra, x.shape.[1] - extra)
         let masked = mask_token.expand(n, l - visible.shape.[1], -1L)
         let tokens = Masking.restore idsRestore (torch.cat([| visible; masked |], 1L))
         let tokens = if cfg.ClsToken then torch.cat([| x.narrow(1L, 0L, 1L); tokens |], 1L) else tokens
         let y = (tokens + decoder_pos_embed) |> Init.runBlocks decoder_blocks
-        let pred = decoder_pred.forward(decoder_norm.forward(y))
+        let pred = Precision.linear decoder_pred (decoder_norm.forward(y))
         pred.narrow(1L, extra, l)
 
     /// Loss on hidden patches: imgs [N, C, H, W], pred [N, L, P], mask [N, L] -> scalar.
@@ -179,8 +200,10 @@ type MaskedAutoencoderViT(config: MaeConfig) as this =
         { Loss = this.ForwardLoss(imgs, pred, enc.Masking.Mask); Pred = pred; Mask = enc.Masking.Mask }
 
     /// The whole pretraining pass with the configured masking drawn from `generator`.
-    member _.Forward(imgs: Tensor, generator: Generator) =
-        this.Forward(imgs, fun x -> this.Mask(x, generator))
+    member _.Forward(imgs: Tensor, generator: Generator) : MaeOutput =
+        let enc = this.ForwardEncoder(imgs, generator)
+        let pred = this.ForwardDecoder(enc.Latent, enc.Masking.IdsRestore)
+        { Loss = this.ForwardLoss(imgs, pred, enc.Masking.Mask); Pred = pred; Mask = enc.Masking.Mask }
 
     /// Encoder without masking: [N, C, H, W] -> [N, (1)+L, D] (after the final norm).
     member _.Encode(imgs: Tensor) =

@@ -15,9 +15,11 @@ let normPixTarget (eps: float) (target: Tensor) : Tensor =
     Guard.notNull "target" target
     if target.ndim = 0L || target.shape.[int target.ndim - 1] < 2L then
         Guard.fail "target" (Guard.shapeOf target) "a token width P of at least 2 for the norm-pix target"
-    let mean = target.mean([| -1L |], keepdim = true)
-    let var = target.var(-1L, unbiased = true, keepdim = true)
-    (target - mean) / (var + eps).sqrt()
+    // two passes (centre, then the sum of squares): as exact as var() and much faster on a CPU
+    let p = target.shape.[int target.ndim - 1]
+    let centred = target - target.mean([| -1L |], keepdim = true)
+    let var = centred.square().sum([| -1L |], keepdim = true).div_((float (p - 1L)).ToScalar())
+    centred.div_(var.add_(eps.ToScalar()).sqrt_())
 
 /// MAE's eps for the norm-pix target.
 let normPixEps = 1e-6

@@ -36,14 +36,17 @@ type PretrainOptions =
       CheckpointEvery: int
       /// Stop after this many micro-batches in total (0 = run every epoch); the schedule still
       /// spans all epochs. Used by tests and for resumable partial runs.
-      MaxIterations: int }
+      MaxIterations: int
+      /// Arithmetic of the matrix products (Float32, or BFloat16 with fp32 master weights).
+      Precision: Precision }
 
 module PretrainOptions =
     /// MAE's recipe, scaled for small runs.
     let defaults =
         { Epochs = 10; BatchSize = 256; BaseLr = 1.5e-4; MinLr = 0.0; WarmupEpochs = 1.0; WeightDecay = 0.05
           Betas = (0.9, 0.95); ClipGrad = 0.0; AccumulationSteps = 1; Seed = 0L
-          CheckpointDirectory = null; CheckpointEvery = 0; MaxIterations = 0 }
+          CheckpointDirectory = null; CheckpointEvery = 0; MaxIterations = 0
+          Precision = Float32 }
 
     let validate (o: PretrainOptions) =
         Guard.positive "Epochs" o.Epochs
@@ -138,7 +141,7 @@ module Pretrain =
                 extra.["batchSize"] <- JsonValue.Create(int64 o.BatchSize)
                 extra.["accumulationSteps"] <- JsonValue.Create(int64 accum)
                 extra.["epochs"] <- JsonValue.Create(int64 o.Epochs)
-                Checkpoint.save path model (Some (optimizer :> torch.optim.Optimizer)) (Some maskGen)
+                Checkpoint.save path model (Some optimizer) (Some maskGen)
                     { Config = model.Config; Iteration = it; Step = it / accum; Epoch = it / itersPerEpoch; Extra = extra }
                 lastCkpt <- path
         model.train ()
@@ -154,15 +157,15 @@ module Pretrain =
                         Optim.setLr optimizer groups (Optim.scheduledLr lr o.MinLr warmupSteps totalSteps (it / accum))
                     let idx = order.narrow(0L, int64 ((it % itersPerEpoch) * o.BatchSize), int64 o.BatchSize)
                     let batch = images.index_select(0L, idx).``to``(device)
-                    let out = model.Forward(batch, maskGen)
+                    let out = (use _ = Precision.scope o.Precision in model.Forward(batch, maskGen))
                     let value = out.Loss.item<float32>() |> float
                     if Double.IsNaN value || Double.IsInfinity value then
                         raise (InvalidOperationException(sprintf "Loss is %f at iteration %d (epoch %d); training stopped. Lower BaseLr, enable ClipGrad, or check the input for NaN/Inf." value it epoch))
                     (if accum = 1 then out.Loss else out.Loss / float accum).backward()
                     if (it + 1) % accum = 0 then
                         if o.ClipGrad > 0.0 then torch.nn.utils.clip_grad_norm_(parameters, o.ClipGrad) |> ignore
-                        optimizer.step() |> ignore
-                        optimizer.zero_grad()
+                        optimizer.Step()
+                        optimizer.ZeroGrad()
                     value
                 it <- it + 1
                 lastLoss <- stepLoss
@@ -175,7 +178,7 @@ module Pretrain =
                     windowStart <- now
                     progress
                         { Step = step; TotalSteps = totalSteps; Epoch = epoch; Loss = stepLoss
-                          Lr = optimizer.ParamGroups |> Seq.head |> fun g -> g.LearningRate
+                          Lr = optimizer.LearningRate 0
                           ImagesPerSecond = ips; Elapsed = now }
                     if o.CheckpointEvery > 0 && step % o.CheckpointEvery = 0 then save ()
                     if cancel.IsCancellationRequested then cancelled <- true

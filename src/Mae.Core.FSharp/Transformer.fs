@@ -28,15 +28,16 @@ type Attention(dim: int, heads: int, qkvBias: bool, kernel: AttentionKernel) as 
     override _.forward(x: Tensor) =
         let n, l = x.shape.[0], x.shape.[1]
         // [N, L, 3D] -> [3, N, heads, L, headDim]
-        let parts = qkv.forward(x).reshape(n, l, 3L, int64 heads, int64 headDim).permute(2L, 0L, 3L, 1L, 4L)
-        let q, k, v = parts.[0], parts.[1], parts.[2]
+        let parts = (Precision.linear qkv x).reshape(n, l, 3L, int64 heads, int64 headDim).permute(2L, 0L, 3L, 1L, 4L)
+        let q, k, v, dtype = Precision.operands parts.[0] parts.[1] parts.[2]
         let out =
             match kernel with
             | Sdpa -> torch.nn.functional.scaled_dot_product_attention(q, k, v)
             | Math ->
-                let scores = q.matmul(k.transpose(-2L, -1L)) * (1.0 / sqrt (float headDim))
-                scores.softmax(-1L).matmul(v)
-        proj.forward(out.transpose(1L, 2L).reshape(n, l, int64 dim))
+                // scale q (N*h*L*d values) rather than the scores (N*h*L*L); softmax in fp32
+                let scores = (q * (1.0 / sqrt (float headDim))).matmul(k.transpose(-2L, -1L))
+                scores.softmax(-1L, ScalarType.Float32).to_type(v.dtype).matmul(v)
+        Precision.linear proj (out.to_type(dtype).transpose(1L, 2L).reshape(n, l, int64 dim))
 
 /// Two-layer MLP with GELU. Parameters: fc1.*, fc2.*.
 type Mlp(dim: int, hidden: int) as this =
@@ -45,7 +46,7 @@ type Mlp(dim: int, hidden: int) as this =
     let act = GELU()
     let fc2 = Linear(int64 hidden, int64 dim)
     do this.RegisterComponents()
-    override _.forward(x: Tensor) = fc2.forward(act.forward(fc1.forward(x)))
+    override _.forward(x: Tensor) = Precision.linear fc2 (act.forward(Precision.linear fc1 x))
 
 /// Pre-norm transformer block: x + attn(norm1 x), then + mlp(norm2 x).
 /// Parameters: norm1.*, attn.*, norm2.*, mlp.* (the reference checkpoint's names).

@@ -101,6 +101,48 @@ let tests =
             let gb = (param math "blocks.0.attn.qkv.weight").grad
             Expect.isTrue (ga.allclose(gb, rtol = 1e-3, atol = 1e-5)) "same gradients"
         }
+        test "masking before the patch embedding equals embedding every patch and masking after" {
+            use _ = torch.NewDisposeScope()
+            let cfg = { small with Channels = 3; ImageSize = (28, 21); PatchSize = (7, 3) }
+            use m = MaskedAutoencoderViT.Create(cfg, 2L)
+            let x = torch.randn([| 3L; 3L; 28L; 21L |], generator = gen 3)
+            let fast = (use g = gen 4 in m.Forward(x, g))
+            let slow = (use g = gen 4 in m.Forward(x, fun t -> m.Mask(t, g)))
+            Expect.isTrue (same fast.Mask slow.Mask) "same masks"
+            Expect.isTrue (fast.Pred.allclose(slow.Pred, rtol = 1e-4, atol = 1e-5)) "same predictions"
+            Expect.floatClose Accuracy.high (fast.Loss.item<float32>() |> float) (slow.Loss.item<float32>() |> float) "same loss"
+            // and the matrix-product embedding equals the reference's strided convolution
+            let w, b = param m "patch_embed.proj.weight", param m "patch_embed.proj.bias"
+            let conv = torch.nn.functional.conv2d(x, w, b, strides = [| 7L; 3L |]).flatten(2L).transpose(1L, 2L)
+            Expect.isTrue ((m.Embed x - (param m "pos_embed").narrow(1L, 1L, 28L)).allclose(conv, rtol = 1e-4, atol = 1e-5)) "Embed = conv2d(stride = patch) + positions"
+        }
+        test "bf16 precision: products in bfloat16, fp32 parameters, gradients and loss, close to fp32" {
+            use _ = torch.NewDisposeScope()
+            use m = MaskedAutoencoderViT.Create({ small with Attention = AttentionKernel.Math }, 2L)
+            let x = torch.randn([| 4L; 1L; 28L; 28L |], generator = gen 3)
+            let full = (use g = gen 4 in m.Forward(x, g))
+            Expect.equal (Precision.current ()) Float32 "fp32 outside a scope"
+            let low =
+                use _ = Precision.scope BFloat16
+                Expect.equal (Precision.current ()) BFloat16 "bf16 inside the scope"
+                (use _ = Precision.scope Float32 in Expect.equal (Precision.current ()) Float32 "scopes nest")
+                Expect.equal (Precision.current ()) BFloat16 "an inner scope restores the outer precision"
+                use g = gen 4
+                m.Forward(x, g)
+            Expect.equal (Precision.current ()) Float32 "fp32 again after the scope"
+            Expect.equal low.Loss.dtype ScalarType.Float32 "the loss is fp32"
+            Expect.equal low.Pred.dtype ScalarType.Float32 "predictions come back as fp32"
+            let a, b = float (full.Loss.item<float32>()), float (low.Loss.item<float32>())
+            Expect.isLessThan (abs (a - b) / a) 0.02 (sprintf "bf16 loss %g within 2%% of fp32 loss %g" b a)
+            Expect.isFalse (same full.Pred low.Pred) "the products really ran in bfloat16 (results differ in the last bits)"
+            low.Loss.backward()
+            for struct (name, p) in m.named_parameters() do
+                Expect.equal p.dtype ScalarType.Float32 (sprintf "%s stays fp32" name)
+                if p.requires_grad then
+                    Expect.equal p.grad.dtype ScalarType.Float32 (sprintf "%s's gradient is fp32" name)
+                    Expect.isTrue (allFinite p.grad) (sprintf "%s's gradient is finite" name)
+            expectArg "precision" "fp32" (fun () -> Precision.ofName "fp16") |> ignore
+        }
         test "the seed decides the weights" {
             use a = MaskedAutoencoderViT.Create(small, 3L)
             use b = MaskedAutoencoderViT.Create(small, 3L)

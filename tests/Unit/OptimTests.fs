@@ -1,6 +1,7 @@
 /// The learning-rate schedule and MAE's weight-decay rule.
 module Mae.Tests.Unit.OptimTests
 
+open System
 open Expecto
 open TorchSharp
 open Mae
@@ -71,7 +72,76 @@ let tests =
             let groups = Optim.decayGroups 0.05 m |> Array.mapi (fun i g -> { g with LrScale = float (i + 1) })
             use opt = Optim.adamW 1.0 (0.9, 0.95) groups
             Optim.setLr opt groups 0.01
-            let rates = opt.ParamGroups |> Seq.map (fun g -> g.LearningRate) |> List.ofSeq
+            let rates = [ for i in 0 .. opt.GroupCount - 1 -> opt.LearningRate i ]
             Expect.equal rates [ 0.01; 0.02 ] "lr x scale"
+        }
+        test "the packed AdamW follows torch.optim.AdamW step for step, with two groups and a changed rate" {
+            use _ = torch.NewDisposeScope()
+            use a = MaskedAutoencoderViT.Create(small, 3L)
+            use b = MaskedAutoencoderViT.Create(small, 3L)
+            let ga = Optim.decayGroups 0.05 a
+            use ours = Optim.adamW 2e-3 (0.9, 0.95) ga
+            let pgs =
+                Optim.decayGroups 0.05 b
+                |> Array.map (fun g -> Modules.AdamW.ParamGroup(g.Parameters, lr = 2e-3, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = g.WeightDecay, amsgrad = false, maximize = false))
+            use theirs = torch.optim.AdamW(pgs, lr = 2e-3, beta1 = 0.9, beta2 = 0.95)
+            let pb = b.named_parameters() |> Seq.map (fun struct (n, p) -> n, p) |> Map.ofSeq
+            use g = gen 11
+            for step in 1 .. 6 do
+                if step = 4 then
+                    Optim.setLr ours ga 5e-4
+                    for pg in theirs.ParamGroups do pg.LearningRate <- 5e-4
+                // the same gradients for both (of mixed scales, some near zero)
+                for struct (name, p) in a.named_parameters() do
+                    if p.requires_grad then
+                        let grad = torch.randn(p.shape, generator = g) * torch.rand(p.shape, generator = g).pow((4.0).ToScalar())
+                        p.grad <- grad.clone()
+                        pb.[name].grad <- grad.clone()
+                ours.Step()
+                ours.ZeroGrad()
+                theirs.step() |> ignore
+                theirs.zero_grad()
+            for struct (name, p) in a.named_parameters() do
+                Expect.isTrue (p.allclose(pb.[name], rtol = 1e-5, atol = 1e-7)) (sprintf "%s after 6 steps" name)
+                if p.requires_grad then Expect.isNull p.grad (sprintf "%s's gradient dropped by ZeroGrad" name)
+            use fresh = MaskedAutoencoderViT.Create(small, 3L)
+            Expect.isFalse (same (param a "blocks.0.mlp.fc1.weight") (param fresh "blocks.0.mlp.fc1.weight")) "the model's own parameters moved"
+            Expect.equal ours.Steps 6L "six steps counted"
+        }
+        test "the packed AdamW's state round-trips: a restored optimizer continues identically" {
+            use _ = torch.NewDisposeScope()
+            let train (m: MaskedAutoencoderViT) (opt: Optim.AdamW) (steps: int list) =
+                let x = torch.randn([| 4L; 1L; 28L; 28L |], generator = gen 2)
+                for s in steps do
+                    (use g = gen s in m.Forward(x, g).Loss).backward()
+                    opt.Step()
+                    opt.ZeroGrad()
+            use a = MaskedAutoencoderViT.Create(small, 4L)
+            use oa = Optim.adamW 1e-3 (0.9, 0.95) (Optim.decayGroups 0.05 a)
+            train a oa [ 1; 2 ]
+            use ms = new IO.MemoryStream()
+            do (use w = new IO.BinaryWriter(ms, Text.Encoding.UTF8, true) in oa.Save w)
+            use b = MaskedAutoencoderViT.Create(small, 5L)
+            b.load_state_dict(a.state_dict()) |> ignore
+            use ob = Optim.adamW 1e-3 (0.9, 0.95) (Optim.decayGroups 0.05 b)
+            ms.Position <- 0L
+            do (use r = new IO.BinaryReader(ms, Text.Encoding.UTF8, true) in ob.Load r)
+            train a oa [ 3; 4 ]
+            train b ob [ 3; 4 ]
+            let pb = snapshot b
+            for struct (name, p) in a.named_parameters() do
+                Expect.isTrue (same p pb.[name]) (sprintf "%s bit-identical after resuming" name)
+            use c = MaskedAutoencoderViT.Create({ small with EmbedDim = 64 }, 5L)
+            use oc = Optim.adamW 1e-3 (0.9, 0.95) (Optim.decayGroups 0.05 c)
+            ms.Position <- 0L
+            expectExn<IO.InvalidDataException> "a state of another model" (fun () -> use r = new IO.BinaryReader(ms) in oc.Load r) |> ignore
+        }
+        test "the packed AdamW rejects bad settings by name" {
+            use m = MaskedAutoencoderViT.Create(small, 0L)
+            let groups = Optim.decayGroups 0.05 m
+            expectArg "lr" ">= 0" (fun () -> new Optim.AdamW(groups, -1.0, (0.9, 0.95), 1e-8) |> ignore) |> ignore
+            expectArg "betas" "[0, 1)" (fun () -> new Optim.AdamW(groups, 1e-3, (1.0, 0.95), 1e-8) |> ignore) |> ignore
+            expectArg "eps" "> 0" (fun () -> new Optim.AdamW(groups, 1e-3, (0.9, 0.95), 0.0) |> ignore) |> ignore
+            expectArg "groups" "one group only" (fun () -> new Optim.AdamW(Array.append groups groups, 1e-3, (0.9, 0.95), 1e-8) |> ignore) |> ignore
         }
     ]

@@ -39,6 +39,17 @@ let tests =
             Expect.floatClose Accuracy.medium peak 1e-3 "peak lr = BaseLr * 16 / 256"
             Expect.isFalse m.training "the model is left in eval mode"
         }
+        test "bf16 precision: the loss falls as it does in fp32" {
+            use images = smoothPatterns 11 256 4
+            let final precision =
+                use m = MaskedAutoencoderViT.Create(small, 2L)
+                let r = Pretrain.run m images { options with Precision = precision } null ignore CancellationToken.None
+                Expect.isLessThan (Array.last r.EpochLosses) (0.8 * r.EpochLosses.[0]) (sprintf "%A: the loss falls" precision)
+                Expect.all (m.parameters()) (fun p -> p.dtype = ScalarType.Float32) "weights stay fp32"
+                Array.last r.EpochLosses
+            let fp32, bf16 = final Float32, final BFloat16
+            Expect.isLessThan (abs (bf16 - fp32) / fp32) 0.05 (sprintf "bf16's last epoch loss %.4f within 5%% of fp32's %.4f" bf16 fp32)
+        }
         test "NaN in the images stops training with an InvalidOperationException about the loss" {
             use images = torch.randn(32L, 1L, 28L, 28L)
             images.[3L].fill_(nan) |> ignore

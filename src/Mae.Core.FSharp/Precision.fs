@@ -1,0 +1,63 @@
+/// Mixed precision without autocast (TorchSharp has none): inside a BFloat16 scope the model's
+/// matrix products (linear layers, attention) run in bfloat16 on bfloat16 copies of the fp32
+/// weights and hand back fp32 results; parameters, gradients, norms, softmax and the loss stay in
+/// fp32. bfloat16 keeps fp32's exponent range, so no loss scaling is needed.
+namespace Mae
+
+open System
+open TorchSharp
+open TorchSharp.Modules
+
+/// The arithmetic of a training step's matrix products.
+type Precision =
+    /// Everything in fp32.
+    | Float32
+    /// Matrix products in bfloat16 with fp32 master weights. Fast on CPUs with AVX512-BF16 or AMX
+    /// and on recent GPUs; on CPUs without them bfloat16 products are emulated and slower.
+    | BFloat16
+
+type internal AmbientPrecision() =
+    [<ThreadStatic; DefaultValue>]
+    static val mutable private lowp: bool
+    static member LowPrecision
+        with get () = AmbientPrecision.lowp
+        and set (v: bool) = AmbientPrecision.lowp <- v
+
+[<RequireQualifiedAccess>]
+module Precision =
+    let private bf16 = ScalarType.BFloat16
+
+    /// The precisions by name: "fp32" / "bf16" (also "float32" / "bfloat16").
+    let ofName (name: string) =
+        match (if isNull name then "" else name.Trim().ToLowerInvariant()) with
+        | "fp32" | "float32" -> Float32
+        | "bf16" | "bfloat16" -> BFloat16
+        | _ -> Guard.fail "precision" name "\"fp32\" or \"bf16\""
+
+    /// Runs this thread's matrix products in `p` until disposed; scopes nest.
+    let scope (p: Precision) : IDisposable =
+        let previous = AmbientPrecision.LowPrecision
+        AmbientPrecision.LowPrecision <- (p = BFloat16)
+        { new IDisposable with
+            member _.Dispose() = AmbientPrecision.LowPrecision <- previous }
+
+    /// The precision in force on this thread.
+    let current () = if AmbientPrecision.LowPrecision then BFloat16 else Float32
+
+    let inline private lowFor (x: Tensor) = AmbientPrecision.LowPrecision && x.dtype = ScalarType.Float32
+
+    /// x W^T + b in the current precision; the result has x's dtype.
+    let linearWith (x: Tensor) (weight: Tensor) (bias: Tensor) =
+        if lowFor x then
+            let b = if isNull bias then null else bias.to_type(bf16)
+            torch.nn.functional.linear(x.to_type(bf16), weight.to_type(bf16), b).to_type(x.dtype)
+        else torch.nn.functional.linear(x, weight, bias)
+
+    /// A Linear layer applied in the current precision.
+    let linear (layer: Linear) (x: Tensor) =
+        if lowFor x then linearWith x layer.weight layer.bias else layer.forward(x)
+
+    /// Operands of an attention product in the current precision, with the dtype to return to.
+    let operands (q: Tensor) (k: Tensor) (v: Tensor) =
+        if lowFor q then q.to_type(bf16), k.to_type(bf16), v.to_type(bf16), q.dtype
+        else q, k, v, q.dtype
