@@ -4,7 +4,7 @@
 #   ./build.sh build          setup + build the solution (Release)
 #   ./build.sh test           setup + build + every test project; last line "N passed, N failed"
 #   ./build.sh demo [FOLDER]  setup + pretrain the tiny image MAE on MNIST (or IDX files in FOLDER)
-#   ./build.sh bench          setup + benchmarks
+#   ./build.sh bench          setup + benchmarks (bench micro: BenchmarkDotNet micro-benchmarks)
 #   ./build.sh pack           setup + build + Mae.Core / Mae packages in artifacts/feed (version 0.1.0-local)
 # Every command runs `setup` first; `setup` is idempotent and installs nothing when nothing is missing.
 set -euo pipefail
@@ -233,12 +233,15 @@ demo() {
 
 bench() {
   build
-  if [ -d benchmarks ] && ls benchmarks/*/*.fsproj >/dev/null 2>&1; then
-    for proj in benchmarks/*/*.fsproj; do
-      dotnet run --project "$proj" -c "$CONFIG" --no-build -- "$@"
-    done
+  # ./build.sh bench                 step cases + 5,000-step soak + comparison with ../shared/peer
+  # ./build.sh bench micro [ARGS]    BenchmarkDotNet micro-benchmarks (ARGS: e.g. --filter '*Mask*')
+  # ./build.sh bench COMMAND [ARGS]  one command of benchmarks/Mae.Benchmarks (steps, soak, compare, ...)
+  if [ "${1:-}" = "micro" ]; then
+    shift
+    [ $# -gt 0 ] || set -- --filter '*'
+    dotnet run --project benchmarks/Mae.Micro -c "$CONFIG" --no-build -- "$@"
   else
-    echo "no benchmarks yet"
+    dotnet run --project benchmarks/Mae.Benchmarks -c "$CONFIG" --no-build -- "$@"
   fi
 }
 

@@ -36,6 +36,9 @@ let private peerStep (peerDir: string) (case: string) (malloc: string) =
 
 let private maeStep (case: string) =
     let psi = ProcessStartInfo(Environment.ProcessPath)
+    // started as `dotnet Mae.Benchmarks.dll`: the child needs the assembly too
+    if Path.GetFileNameWithoutExtension(Environment.ProcessPath) = "dotnet" then
+        psi.ArgumentList.Add(Reflection.Assembly.GetEntryAssembly().Location)
     for a in [ "steps"; case ] do psi.ArgumentList.Add a
     psi.Environment.Remove "GLIBC_TUNABLES" |> ignore
     psi.WorkingDirectory <- Path.GetTempPath() // results.json of the child goes nowhere near the repo
@@ -43,12 +46,16 @@ let private maeStep (case: string) =
     j.["median_ms"].GetValue<float>()
 
 /// Rounds of (reference, Mae) per case pair; prints one JSON line per measurement and a summary
-/// with the median ratio Mae / reference per case.
+/// with the median ratio Mae / reference per case; returns all those lines.
 let run (peerDir: string) (rounds: int) (peerMalloc: string) =
     if not (File.Exists(Path.Combine(peerDir, "bench_mae.py"))) then
         failwithf "no bench_mae.py in %s (pass --peer DIR)" peerDir
     let pairs = [ "A_mini", "tiny-224"; "C_mini", "small-32"; "Bsim_mini", "tiny-224-all-tokens" ]
     let ratios = Collections.Generic.Dictionary<string, ResizeArray<float>>()
+    let lines = ResizeArray<string>()
+    let emit (line: string) =
+        printfn "%s" line
+        lines.Add line
     for round in 1 .. rounds do
         for peerCase, maeCase in pairs do
             let order = if round % 2 = 1 then [ "peer"; "mae" ] else [ "mae"; "peer" ]
@@ -59,11 +66,12 @@ let run (peerDir: string) (rounds: int) (peerMalloc: string) =
             let ratio = results.["mae"] / results.["peer"]
             if not (ratios.ContainsKey maeCase) then ratios.[maeCase] <- ResizeArray()
             ratios.[maeCase].Add ratio
-            printfn "{\"round\":%d,\"case\":\"%s\",\"reference_ms\":%.1f,\"mae_ms\":%.1f,\"ratio\":%.3f,\"reference_malloc\":\"%s\"}"
-                round maeCase results.["peer"] results.["mae"] ratio peerMalloc
+            emit (sprintf "{\"round\":%d,\"case\":\"%s\",\"reference_ms\":%.1f,\"mae_ms\":%.1f,\"ratio\":%.3f,\"reference_malloc\":\"%s\"}"
+                    round maeCase results.["peer"] results.["mae"] ratio peerMalloc)
     for KeyValue(case, rs) in ratios do
         let sorted = rs |> Seq.sort |> Array.ofSeq
         let k = sorted.Length
         let median = if k % 2 = 1 then sorted.[k / 2] else (sorted.[k / 2 - 1] + sorted.[k / 2]) / 2.0
-        printfn "{\"case\":\"%s\",\"median_ratio\":%.3f,\"min_ratio\":%.3f,\"max_ratio\":%.3f,\"rounds\":%d}"
-            case median sorted.[0] sorted.[k - 1] k
+        emit (sprintf "{\"case\":\"%s\",\"median_ratio\":%.3f,\"min_ratio\":%.3f,\"max_ratio\":%.3f,\"rounds\":%d,\"reference_malloc\":\"%s\"}"
+                case median sorted.[0] sorted.[k - 1] k peerMalloc)
+    List.ofSeq lines

@@ -86,6 +86,82 @@ let forwardParts (name: string) =
     time "normpix" 20 (fun () -> use _ = torch.NewDisposeScope() in Losses.normPixTarget 1e-6 t |> ignore)
     time "mse" 20 (fun () -> use _ = torch.NewDisposeScope() in Losses.maskedMse pred t enc.Masking.Mask |> ignore)
 
+/// A linear layer computed as a 1x1 convolution on a channels-last view (oneDNN's fp32 kernels).
+let convLinear (x: Tensor) (w: Tensor) (b: Tensor) =
+    let m, k = x.shape.[0], x.shape.[1]
+    let xin = x.as_strided([| 1L; k; m; 1L |], [| m * k; 1L; k; k |])
+    let y = torch.nn.functional.conv2d(xin, w.view(w.shape.[0], k, 1L, 1L), b)
+    y.permute(0L, 2L, 3L, 1L).reshape(m, w.shape.[0])
+
+/// GEMM paths compared at the step's shapes: fp32 linear (BLAS) vs the same as a 1x1 convolution.
+let gemms () =
+    for (m, k, n) in [ (400L, 192L, 576L); (400L, 768L, 192L); (1576L, 128L, 384L); (1576L, 512L, 128L); (1088L, 192L, 576L); (4160L, 128L, 512L) ] do
+        let x = torch.randn(m, k).requires_grad_(true)
+        let w = torch.randn(n, k).requires_grad_(true)
+        let b = torch.randn(n).requires_grad_(true)
+        let same = (torch.nn.functional.linear(x, w, b) - convLinear x w b).abs().max().item<float32>()
+        time (sprintf "linear %dx%dx%d fwd+bwd" m k n) 50 (fun () -> use _ = torch.NewDisposeScope() in torch.nn.functional.linear(x, w, b).sum().backward())
+        time (sprintf "conv1x1 %dx%dx%d fwd+bwd (diff %.1e)" m k n same) 50 (fun () -> use _ = torch.NewDisposeScope() in (convLinear x w b).sum().backward())
+    let n = 2048L
+    let a = torch.randn(n, n)
+    let w = torch.randn(n, n)
+    time "linear 2048^3" 10 (fun () -> use _ = torch.NewDisposeScope() in torch.nn.functional.linear(a, w) |> ignore)
+    time "conv1x1 2048^3" 10 (fun () -> use _ = torch.NewDisposeScope() in convLinear a w null |> ignore)
+
+/// Attention cores (after the qkv linear, before proj) on [N, L, 3D] fwd+bwd.
+let cores () =
+    for (n, l, d, h) in [ (64L, 65L, 128L, 4L); (64L, 17L, 192L, 3L); (8L, 197L, 128L, 4L); (8L, 50L, 192L, 3L) ] do
+        let hd = d / h
+        let s = 1.0 / sqrt (float hd)
+        let qkv = torch.randn(n, l, 3L * d).requires_grad_(true)
+        let v0 () =
+            let parts = qkv.reshape(n, l, 3L, h, hd).permute(2L, 0L, 3L, 1L, 4L)
+            let q, k, v = parts.[0], parts.[1], parts.[2]
+            let o = (q * s).matmul(k.transpose(-2L, -1L)).softmax(-1L).matmul(v)
+            o.transpose(1L, 2L).reshape(n, l, d)
+        let v1 () =
+            let parts = qkv.reshape(n, l, 3L, h, hd).permute(2L, 0L, 3L, 1L, 4L).contiguous().view(3L, n * h, l, hd)
+            let q, k, v = parts.[0], parts.[1], parts.[2]
+            let scores = torch.bmm(q * s, k.transpose(1L, 2L))
+            let o = torch.bmm(scores.softmax(-1L), v)
+            o.view(n, h, l, hd).transpose(1L, 2L).reshape(n, l, d)
+        let v2 () =
+            let parts = qkv.reshape(n, l, 3L, h, hd).permute(2L, 0L, 3L, 1L, 4L)
+            let q, k, v = parts.[0], parts.[1], parts.[2]
+            let o = q.matmul(k.transpose(-2L, -1L)).mul_(s.ToScalar()).softmax(-1L).matmul(v)
+            o.transpose(1L, 2L).reshape(n, l, d)
+        let v3 () =
+            let parts = qkv.reshape(n, l, 3L, h, hd).permute(2L, 0L, 3L, 1L, 4L).unbind(0L)
+            let q, k, v = parts.[0], parts.[1], parts.[2]
+            let o = (q * s).matmul(k.transpose(-2L, -1L)).softmax(-1L).matmul(v)
+            o.transpose(1L, 2L).reshape(n, l, d)
+        let v4 () =
+            let parts = qkv.reshape(n, l, 3L, h, hd).unbind(2L)
+            let q, k, v = parts.[0].transpose(1L, 2L), parts.[1].transpose(1L, 2L), parts.[2].transpose(1L, 2L)
+            let o = (q * s).matmul(k.transpose(-2L, -1L)).softmax(-1L).matmul(v)
+            o.transpose(1L, 2L).reshape(n, l, d)
+        let diff = (v0 () - v3 ()).abs().max().item<float32>() + (v0 () - v4 ()).abs().max().item<float32>()
+        for name, f in [ "v0 scale q", v0; "v1 contiguous", v1; "v2 mul_ scores", v2; "v3 unbind", v3; "v4 unbind first", v4 ] do
+            time (sprintf "core %dx%dx%d h%d %s (%.0e)" n l d h name diff) 50 (fun () -> use _ = torch.NewDisposeScope() in (f ()).sum().backward())
+
+/// The attention core's operations one by one (no autograd), small-32 encoder / decoder shapes.
+let coreOps () =
+    for (b, l, hd) in [ (192L, 17L, 64L); (256L, 65L, 32L); (32L, 197L, 32L); (24L, 50L, 64L) ] do
+        let q = torch.randn(b, l, hd)
+        let k = torch.randn(b, l, hd)
+        let kt = k.transpose(1L, 2L)
+        let ktc = kt.contiguous()
+        let sc = torch.randn(b, l, l)
+        let tag = sprintf "%dx%dx%d" b l hd
+        time (sprintf "bmm q kT (strided) %s" tag) 200 (fun () -> use _ = torch.NewDisposeScope() in torch.bmm(q, kt) |> ignore)
+        time (sprintf "bmm q kT (contig) %s" tag) 200 (fun () -> use _ = torch.NewDisposeScope() in torch.bmm(q, ktc) |> ignore)
+        time (sprintf "bmm p v %s" tag) 200 (fun () -> use _ = torch.NewDisposeScope() in torch.bmm(sc, q) |> ignore)
+        time (sprintf "bmm pT v %s" tag) 200 (fun () -> use _ = torch.NewDisposeScope() in torch.bmm(sc.transpose(1L, 2L), q) |> ignore)
+        time (sprintf "softmax %s" tag) 200 (fun () -> use _ = torch.NewDisposeScope() in sc.softmax(-1L) |> ignore)
+        time (sprintf "q*s %s" tag) 200 (fun () -> use _ = torch.NewDisposeScope() in (q * 0.125) |> ignore)
+        let hh = (if hd = 64L then 3L else 4L) in let x = torch.randn([| b / hh; l; 3L; hh; hd |])
+        time (sprintf "permute copy %s" tag) 200 (fun () -> use _ = torch.NewDisposeScope() in x.permute(2L, 0L, 3L, 1L, 4L).contiguous() |> ignore)
+
 /// Single kernels at the shapes of tiny-224's encoder (batch 8, 50 tokens, width 192).
 let kernels () =
     let linear (m: int64) (k: int64) (nOut: int64) =
@@ -122,6 +198,17 @@ let kernels () =
         time (sprintf "dec block %A fwd+bwd" k) 50 (fun () -> use _ = torch.NewDisposeScope() in bd.forward(hd).sum().backward())
         let be = Block.Standard(192, 3, 4.0, k)
         time (sprintf "enc block %A fwd+bwd" k) 50 (fun () -> use _ = torch.NewDisposeScope() in be.forward(h).sum().backward())
+    let se = torch.randn(64L, 17L, 192L).requires_grad_(true)
+    let sd = torch.randn(64L, 65L, 128L).requires_grad_(true)
+    for k in [ Math; Sdpa ] do
+        let bd = Block.Standard(128, 4, 4.0, k)
+        time (sprintf "small dec block %A fwd+bwd" k) 50 (fun () -> use _ = torch.NewDisposeScope() in bd.forward(sd).sum().backward())
+        let be = Block.Standard(192, 3, 4.0, k)
+        time (sprintf "small enc block %A fwd+bwd" k) 50 (fun () -> use _ = torch.NewDisposeScope() in be.forward(se).sum().backward())
+        let ad = new Attention(128, 4, true, k)
+        time (sprintf "small dec attn %A fwd+bwd" k) 50 (fun () -> use _ = torch.NewDisposeScope() in ad.forward(sd).sum().backward())
+        let ae = new Attention(192, 3, true, k)
+        time (sprintf "small enc attn %A fwd+bwd" k) 50 (fun () -> use _ = torch.NewDisposeScope() in ae.forward(se).sum().backward())
     time "block fwd" 100 (fun () -> use _ = torch.NewDisposeScope() in blk.forward(h) |> ignore)
     time "block fwd+bwd" 100 (fun () -> use _ = torch.NewDisposeScope() in blk.forward(h).sum().backward())
 
@@ -147,11 +234,25 @@ let soak (steps: int) (batch: int) (marks: int list) =
     let r = Pretrain.run model images options null report Threading.CancellationToken.None
     let parts = marks |> List.map (fun m -> sprintf "\"rss_mib_step_%d\":%.1f" m seen.[m]) |> String.concat ","
     let first, last = seen.[List.head marks], seen.[List.last marks]
-    printfn "{\"case\":\"soak-tiny\",\"steps\":%d,\"batch\":%d,%s,\"growth_percent\":%.2f,\"seconds\":%.0f}"
-        r.Steps batch parts ((last - first) / first * 100.0) r.Seconds
+    let line =
+        sprintf "{\"case\":\"soak-tiny\",\"steps\":%d,\"batch\":%d,%s,\"growth_percent\":%.2f,\"seconds\":%.0f}"
+            r.Steps batch parts ((last - first) / first * 100.0) r.Seconds
+    printfn "%s" line
+    line
 
-/// Step timings of every case (or those named), the matmul peaks first; one JSON line each, and
-/// all of them in benchmarks/results.json (when run from the repository root) or ./benchmark-results.json.
+/// Writes JSON lines as one array to benchmarks/results.json (from the repository root) or
+/// ./benchmark-results.json elsewhere, atomically.
+let writeResults (lines: string list) =
+    let path =
+        if IO.Directory.Exists "benchmarks" then IO.Path.GetFullPath "benchmarks/results.json"
+        else IO.Path.GetFullPath "benchmark-results.json"
+    Checkpoint.writeAtomically path (fun s ->
+        let text = "[\n  " + String.Join(",\n  ", lines) + "\n]\n"
+        let bytes = Text.Encoding.UTF8.GetBytes text
+        s.Write(bytes, 0, bytes.Length))
+    eprintfn "results: %s" path
+
+/// Step timings of every case (or those named), the matmul peaks first; one JSON line each.
 let steps (only: string list) =
     let fp32 = Steps.matmulPeak ScalarType.Float32
     let bf16 = Steps.matmulPeak ScalarType.BFloat16
@@ -163,14 +264,7 @@ let steps (only: string list) =
                   let line = Steps.run c 10 20 fp32
                   printfn "%s" line
                   yield line ]
-    let path =
-        if IO.Directory.Exists "benchmarks" then IO.Path.GetFullPath "benchmarks/results.json"
-        else IO.Path.GetFullPath "benchmark-results.json"
-    Checkpoint.writeAtomically path (fun s ->
-        let text = "[\n  " + String.Join(",\n  ", peak :: lines) + "\n]\n"
-        let bytes = Text.Encoding.UTF8.GetBytes text
-        s.Write(bytes, 0, bytes.Length))
-    eprintfn "results: %s" path
+    peak :: lines
 
 [<EntryPoint>]
 let main argv =
@@ -183,25 +277,18 @@ let main argv =
         profile Math
         0
     | [| "soak" |] ->
-        soak 2000 128 [ 200; 500; 1000; 1500; 2000 ]
+        soak 5000 128 [ 500; 2500; 5000 ] |> ignore
         0
     | [| "soak"; n |] ->
         let n = int n
-        soak n 128 [ n / 10; n / 2; n ]
-        0
-    | a when a.Length >= 2 && a.[0] = "breakdown" ->
-        for n in a.[1..] do breakdown n 20
-        0
-    | a when a.Length >= 2 && a.[0] = "forward" ->
-        for n in a.[1..] do forwardParts n
-        0
-    | [| "kernels" |] ->
-        kernels ()
+        soak n 128 [ n / 10; n / 2; n ] |> ignore
         0
     | a when a.Length >= 1 && a.[0] = "steps" ->
-        steps (List.ofArray a.[1..])
+        // steps alone (from the repository root) keeps its figures; `compare` children run elsewhere
+        let lines = steps (List.ofArray a.[1..])
+        if a.Length = 1 then writeResults lines
         0
-    | a when a.Length >= 1 && a.[0] = "compare" ->
+    | a when a.Length >= 1 && (a.[0] = "compare" || a.[0] = "--compare-peer") ->
         // compare [--peer DIR] [--rounds N] [--peer-malloc tuned|default]
         let rec opt name def (xs: string list) =
             match xs with
@@ -209,12 +296,20 @@ let main argv =
             | _ :: rest -> opt name def rest
             | [] -> def
         let rest = List.ofArray a.[1..]
-        Compare.run (opt "--peer" "../shared/peer" rest) (int (opt "--rounds" "2" rest)) (opt "--peer-malloc" "tuned" rest)
+        Compare.run (opt "--peer" "../shared/peer" rest) (int (opt "--rounds" "3" rest)) (opt "--peer-malloc" "tuned" rest) |> ignore
         0
     | [||] ->
-        steps []
-        soak 2000 128 [ 200; 500; 1000; 1500; 2000 ]
+        // everything: step cases, the 5,000-step soak, and the reference comparison when present
+        let stepLines = steps []
+        let soakLine = soak 5000 128 [ 500; 2500; 5000 ]
+        let compareLines =
+            if IO.File.Exists "../shared/peer/bench_mae.py" && IO.File.Exists "/usr/bin/python3" then
+                Compare.run "../shared/peer" 3 "tuned"
+            else
+                eprintfn "no ../shared/peer/bench_mae.py (or /usr/bin/python3): comparison skipped"
+                []
+        writeResults (stepLines @ [ soakLine ] @ compareLines)
         0
     | _ ->
-        eprintfn "usage: Mae.Benchmarks [profile | soak [STEPS] | steps [CASE ...] | compare [--peer DIR] [--rounds N] [--peer-malloc tuned|default]]"
+        eprintfn "usage: Mae.Benchmarks [steps [CASE ...] | soak [STEPS] | compare|--compare-peer [--peer DIR] [--rounds N] [--peer-malloc tuned|default] | profile | breakdown CASE ... | forward CASE ... | kernels | cores | coreops | gemms]"
         2
