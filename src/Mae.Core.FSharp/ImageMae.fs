@@ -186,8 +186,8 @@ type MaskedAutoencoderViT(config: MaeConfig) as this =
         let tokens = Masking.restore idsRestore (torch.cat([| visible; masked |], 1L))
         let tokens = if cfg.ClsToken then torch.cat([| x.narrow(1L, 0L, 1L); tokens |], 1L) else tokens
         let y = (tokens + decoder_pos_embed) |> Init.runBlocks decoder_blocks
-        let pred = Precision.linear decoder_pred (decoder_norm.forward(y))
-        pred.narrow(1L, extra, l)
+        // norm and prediction are per token: the cls token's output is dropped before them
+        Precision.linear decoder_pred (decoder_norm.forward(y.narrow(1L, extra, l)))
 
     /// Loss on hidden patches: imgs [N, C, H, W], pred [N, L, P], mask [N, L] -> scalar.
     member _.ForwardLoss(imgs: Tensor, pred: Tensor, mask: Tensor) =

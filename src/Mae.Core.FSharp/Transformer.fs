@@ -28,7 +28,9 @@ type Attention(dim: int, heads: int, qkvBias: bool, kernel: AttentionKernel) as 
     override _.forward(x: Tensor) =
         let n, l = x.shape.[0], x.shape.[1]
         // [N, L, 3D] -> [3, N, heads, L, headDim]
-        let parts = (Precision.linear qkv x).reshape(n, l, 3L, int64 heads, int64 headDim).permute(2L, 0L, 3L, 1L, 4L)
+        // unbind, not three selects: its backward stacks the three gradients in one tensor
+        // instead of adding three full-size zero-padded ones
+        let parts = (Precision.linear qkv x).reshape(n, l, 3L, int64 heads, int64 headDim).permute(2L, 0L, 3L, 1L, 4L).unbind(0L)
         let q, k, v, dtype = Precision.operands parts.[0] parts.[1] parts.[2]
         let out =
             match kernel with
