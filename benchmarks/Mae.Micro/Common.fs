@@ -27,5 +27,6 @@ let job =
         .WithToolchain(InProcessEmitToolchain.Instance)
         .WithId("Micro")
 
-/// The job above as the default; `--job short` and the other command-line options still apply.
+/// The job above. `--filter` and `--list` work from the command line, but `--job` does not
+/// replace this job (`--job dry` still ran it): change the job here.
 let config () : IConfig = DefaultConfig.Instance.AddJob(job.AsDefault())
