@@ -86,27 +86,21 @@ let forwardParts (name: string) =
     time "normpix" 20 (fun () -> use _ = torch.NewDisposeScope() in Losses.normPixTarget 1e-6 t |> ignore)
     time "mse" 20 (fun () -> use _ = torch.NewDisposeScope() in Losses.maskedMse pred t enc.Masking.Mask |> ignore)
 
-/// A linear layer computed as a 1x1 convolution on a channels-last view (oneDNN's fp32 kernels).
-let convLinear (x: Tensor) (w: Tensor) (b: Tensor) =
-    let m, k = x.shape.[0], x.shape.[1]
-    let xin = x.as_strided([| 1L; k; m; 1L |], [| m * k; 1L; k; k |])
-    let y = torch.nn.functional.conv2d(xin, w.view(w.shape.[0], k, 1L, 1L), b)
-    y.permute(0L, 2L, 3L, 1L).reshape(m, w.shape.[0])
-
-/// GEMM paths compared at the step's shapes: fp32 linear (BLAS) vs the same as a 1x1 convolution.
+/// GEMM layouts compared at the step's shapes: linear (x W^T, the weight transposed: NT) against a
+/// pre-transposed weight (NN). Measured here: NT as fast or faster at every shape.
 let gemms () =
     for (m, k, n) in [ (400L, 192L, 576L); (400L, 768L, 192L); (1576L, 128L, 384L); (1576L, 512L, 128L); (1088L, 192L, 576L); (4160L, 128L, 512L) ] do
         let x = torch.randn(m, k).requires_grad_(true)
         let w = torch.randn(n, k).requires_grad_(true)
         let b = torch.randn(n).requires_grad_(true)
-        let same = (torch.nn.functional.linear(x, w, b) - convLinear x w b).abs().max().item<float32>()
+        let wt = w.detach().t().contiguous().requires_grad_(true)
+        time (sprintf "x@Wt(NN) %dx%dx%d fwd+bwd" m k n) 50 (fun () -> use _ = torch.NewDisposeScope() in torch.addmm(b, x, wt, 1.0f, 1.0f).sum().backward())
+        time (sprintf "x@W.t(NT) %dx%dx%d fwd+bwd" m k n) 50 (fun () -> use _ = torch.NewDisposeScope() in torch.addmm(b, x, w.t(), 1.0f, 1.0f).sum().backward())
         time (sprintf "linear %dx%dx%d fwd+bwd" m k n) 50 (fun () -> use _ = torch.NewDisposeScope() in torch.nn.functional.linear(x, w, b).sum().backward())
-        time (sprintf "conv1x1 %dx%dx%d fwd+bwd (diff %.1e)" m k n same) 50 (fun () -> use _ = torch.NewDisposeScope() in (convLinear x w b).sum().backward())
     let n = 2048L
     let a = torch.randn(n, n)
     let w = torch.randn(n, n)
     time "linear 2048^3" 10 (fun () -> use _ = torch.NewDisposeScope() in torch.nn.functional.linear(a, w) |> ignore)
-    time "conv1x1 2048^3" 10 (fun () -> use _ = torch.NewDisposeScope() in convLinear a w null |> ignore)
 
 /// Attention cores (after the qkv linear, before proj) on [N, L, 3D] fwd+bwd.
 let cores () =
@@ -174,6 +168,15 @@ let kernels () =
     linear 400L 192L 768L
     let blk = Block.Standard(192, 3, 4.0, Math)
     let h = torch.randn(8L, 50L, 192L).requires_grad_(true)
+    let gx = torch.randn(4160L, 512L).requires_grad_(true)
+    let gg = torch.randn(4160L, 512L)
+    time "gelu fwd 4160x512" 50 (fun () -> use _ = torch.NewDisposeScope() in torch.nn.functional.gelu(gx) |> ignore)
+    time "gelu fwd+bwd 4160x512" 50 (fun () -> use _ = torch.NewDisposeScope() in torch.nn.functional.gelu(gx).backward([| gg |]))
+    let bq = torch.randn(256L, 65L, 32L).requires_grad_(true)
+    let bk = torch.randn(256L, 32L, 65L).requires_grad_(true)
+    let bg = torch.randn(256L, 65L, 65L)
+    time "bmm fwd 256x65x32x65" 50 (fun () -> use _ = torch.NewDisposeScope() in torch.bmm(bq, bk) |> ignore)
+    time "bmm fwd+bwd 256x65x32x65" 50 (fun () -> use _ = torch.NewDisposeScope() in torch.bmm(bq, bk).backward([| bg |]))
     let one = torch.ones(1L)
     time "1000 tiny adds" 20 (fun () -> use _ = torch.NewDisposeScope() in (for _ in 1 .. 1000 do (one + one) |> ignore))
     time "1000 tiny adds no scope" 20 (fun () -> for _ in 1 .. 1000 do (use t = one + one in ()))
@@ -275,6 +278,24 @@ let main argv =
     | [| "profile" |] ->
         profile Sdpa
         profile Math
+        0
+    | a when a.Length >= 2 && a.[0] = "breakdown" ->
+        for n in a.[1..] do breakdown n 20
+        0
+    | a when a.Length >= 2 && a.[0] = "forward" ->
+        for n in a.[1..] do forwardParts n
+        0
+    | [| "kernels" |] ->
+        kernels ()
+        0
+    | [| "cores" |] ->
+        cores ()
+        0
+    | [| "coreops" |] ->
+        coreOps ()
+        0
+    | [| "gemms" |] ->
+        gemms ()
         0
     | [| "soak" |] ->
         soak 5000 128 [ 500; 2500; 5000 ] |> ignore
