@@ -271,7 +271,7 @@ let steps (only: string list) =
 
 [<EntryPoint>]
 let main argv =
-    torch.set_num_threads 2
+    torch.set_num_threads (match Environment.GetEnvironmentVariable "MAE_BENCH_THREADS" with null | "" -> 2 | s -> int s)
     Runtime.tuneAllocator ()
     eprintfn "threads %d" (torch.get_num_threads ())
     match argv with
@@ -320,9 +320,10 @@ let main argv =
         Compare.run (opt "--peer" "../shared/peer" rest) (int (opt "--rounds" "3" rest)) (opt "--peer-malloc" "tuned" rest) |> ignore
         0
     | [||] ->
-        // everything: step cases, the 5,000-step soak, and the reference comparison when present
-        let stepLines = steps []
+        // everything: the 5,000-step soak (first, so that its resident memory is the training
+        // run's own), the step cases, and the reference comparison when present
         let soakLine = soak 5000 128 [ 500; 2500; 5000 ]
+        let stepLines = steps []
         let compareLines =
             if IO.File.Exists "../shared/peer/bench_mae.py" && IO.File.Exists "/usr/bin/python3" then
                 Compare.run "../shared/peer" 3 "tuned"

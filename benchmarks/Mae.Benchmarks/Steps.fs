@@ -43,18 +43,19 @@ let cases =
       { Name = "tiny-224-bf16"; Config = tiny224; Batch = 8; Mode = Mae; Precision = BFloat16 }
       { Name = "small-32-bf16"; Config = small32; Batch = 64; Mode = Mae; Precision = BFloat16 } ]
 
-/// Multiply-add FLOPs (x2) of one forward pass: linear layers and attention matmuls of every
-/// block, patch embedding and prediction. Backward is counted as twice the forward.
+/// Multiply-add FLOPs (x2) of one forward pass as Mae computes it: linear layers and attention
+/// matmuls of every block, patch embedding (of the encoder's tokens only: Mae embeds the visible
+/// patches alone) and prediction. Backward is counted as twice the forward.
 let forwardFlops (c: MaeConfig) (batch: int) (encoderTokens: int) (withDecoder: bool) =
     let block d tokens = 2.0 * float tokens * (12.0 * float d * float d) + 2.0 * 2.0 * float tokens * float tokens * float d
     let l = c.NumPatches
     let cls = if c.ClsToken then 1 else 0
-    let enc = float c.Depth * block c.EmbedDim (encoderTokens + cls) + 2.0 * float l * float c.PatchDim * float c.EmbedDim
+    let enc = float c.Depth * block c.EmbedDim (encoderTokens + cls) + 2.0 * float encoderTokens * float c.PatchDim * float c.EmbedDim
     let dec =
         if withDecoder then
             2.0 * float (encoderTokens + cls) * float c.EmbedDim * float c.DecoderEmbedDim
             + float c.DecoderDepth * block c.DecoderEmbedDim (l + cls)
-            + 2.0 * float (l + cls) * float c.DecoderEmbedDim * float c.PatchDim
+            + 2.0 * float l * float c.DecoderEmbedDim * float c.PatchDim
         else 0.0
     float batch * (enc + dec)
 
