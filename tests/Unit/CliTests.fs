@@ -176,6 +176,10 @@ let private badArguments () =
     expectExit 2 (code, stdout, stderr) "--modality audio"
     Expect.stringContains stderr "--modality" "the message names the option"
     Expect.stringContains stderr "image" "the message lists the allowed values"
+    let code, stdout, stderr = run [ "pretrain"; "--precision"; "fp16"; "--data"; fixture (); "--out"; dir.File "a" ]
+    expectExit 2 (code, stdout, stderr) "--precision fp16"
+    Expect.stringContains stderr "--precision" "the message names the option"
+    Expect.stringContains stderr "bf16" "the message lists the allowed values"
     let result = run [ "pretrain"; "--epochs"; "many"; "--data"; fixture (); "--out"; dir.File "a" ]
     expectExit 2 result "a value that does not parse"
     let code, stdout, stderr = run [ "pretrain"; "--preset"; "base"; "--data"; fixture (); "--out"; dir.File "a" ]
