@@ -233,7 +233,9 @@ let soak (steps: int) (batch: int) (marks: int list) =
         if List.contains p.Step marks then
             let rss = rssMiB ()
             seen.[p.Step] <- rss
-            eprintfn "step %5d  rss %.1f MiB  loss %.4f" p.Step rss p.Loss
+            let gc = GC.GetGCMemoryInfo()
+            eprintfn "step %5d  rss %.1f MiB  loss %.4f  (managed heap %.1f MiB, committed %.1f MiB)" p.Step rss p.Loss
+                (float (GC.GetTotalMemory false) / 1048576.0) (float gc.TotalCommittedBytes / 1048576.0)
     let r = Pretrain.run model images options null report Threading.CancellationToken.None
     let parts = marks |> List.map (fun m -> sprintf "\"rss_mib_step_%d\":%.1f" m seen.[m]) |> String.concat ","
     let first, last = seen.[List.head marks], seen.[List.last marks]
