@@ -136,7 +136,8 @@ type AdamW(groups: Group[], lr: float, betas: float * float, eps: float) =
     /// Reads what Save wrote; the groups must have the same sizes.
     member _.Load(r: BinaryReader) =
         let bad what = raise (InvalidDataException(sprintf "optimizer state does not match this optimizer: %s" what))
-        if r.ReadString() <> "Mae.AdamW/1" then bad "not a Mae AdamW state"
+        let tag = try r.ReadString() with :? IOException | :? FormatException -> ""
+        if tag <> "Mae.AdamW/1" then bad "not a Mae AdamW state (a checkpoint from before Mae's packed AdamW?)"
         let s = r.ReadInt64()
         if r.ReadInt32() <> packed.Length then bad "different number of parameter groups"
         for k in 0 .. packed.Length - 1 do

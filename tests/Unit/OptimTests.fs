@@ -135,6 +135,13 @@ let tests =
             use oc = Optim.adamW 1e-3 (0.9, 0.95) (Optim.decayGroups 0.05 c)
             ms.Position <- 0L
             expectExn<IO.InvalidDataException> "a state of another model" (fun () -> use r = new IO.BinaryReader(ms) in oc.Load r) |> ignore
+            // the state TorchSharp's own AdamW writes (what checkpoints held before) is refused clearly
+            let pgs = Optim.decayGroups 0.05 c |> Array.map (fun g -> Modules.AdamW.ParamGroup(g.Parameters, lr = 1e-3))
+            use theirs = torch.optim.AdamW(pgs, lr = 1e-3)
+            use old = new IO.MemoryStream()
+            do (use w = new IO.BinaryWriter(old, Text.Encoding.UTF8, true) in theirs.save_state_dict w)
+            old.Position <- 0L
+            expectExn<IO.InvalidDataException> "TorchSharp's AdamW state" (fun () -> use r = new IO.BinaryReader(old) in oc.Load r) |> ignore
         }
         test "the packed AdamW rejects bad settings by name" {
             use m = MaskedAutoencoderViT.Create(small, 0L)
