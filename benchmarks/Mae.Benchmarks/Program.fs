@@ -36,11 +36,11 @@ let profile (kernel: AttentionKernel) =
 /// Where a training step's time goes for one case: forward (to the loss value), backward,
 /// AdamW step, zero grad; medians over `steps` steps after warm-up.
 let breakdown (name: string) (steps: int) =
-    let c = Steps.cases |> List.find (fun c -> c.Name = name)
-    use model = MaskedAutoencoderViT.Create(c.Config, 0L)
-    let h, w = c.Config.ImageSize
-    use images = torch.randn(int64 c.Batch, 3L, int64 h, int64 w)
-    use gen = new Generator(0UL, torch.CPU)
+    let c = Steps.find name
+    let model, images, gen = Steps.inputs c
+    use model = model
+    use images = images
+    use gen = gen
     use opt = Optim.adamW 1.5e-4 (0.9, 0.95) (Optim.decayGroups 0.05 model)
     let parts = Array.init 4 (fun _ -> Collections.Generic.List<float>())
     let sw = Stopwatch()
@@ -63,11 +63,10 @@ let breakdown (name: string) (steps: int) =
 
 /// The forward pass of one case cut into its stages (no gradients kept between stages' timings).
 let forwardParts (name: string) =
-    let c = Steps.cases |> List.find (fun c -> c.Name = name)
-    use model = MaskedAutoencoderViT.Create(c.Config, 0L)
-    let h, w = c.Config.ImageSize
-    use images = torch.randn(int64 c.Batch, 3L, int64 h, int64 w)
-    use gen = new Generator(0UL, torch.CPU)
+    let model, images, gen = Steps.inputs (Steps.find name)
+    use model = model
+    use images = images
+    use gen = gen
     eprintfn "%s" name
     time "embed" 20 (fun () -> use _ = torch.NewDisposeScope() in model.Embed(images) |> ignore)
     let x = model.Embed(images).detach()
@@ -195,23 +194,17 @@ let kernels () =
     time "mlp fwd" 100 (fun () -> use _ = torch.NewDisposeScope() in mlp.forward(h) |> ignore)
     time "attn fwd+bwd" 100 (fun () -> use _ = torch.NewDisposeScope() in attn.forward(h).sum().backward())
     time "mlp fwd+bwd" 100 (fun () -> use _ = torch.NewDisposeScope() in mlp.forward(h).sum().backward())
-    let hd = torch.randn(8L, 197L, 128L).requires_grad_(true)
+    // blocks and attentions of tiny-224 (enc [8,50,192], dec [8,197,128]) and small-32 (enc [64,17,192], dec [64,65,128])
+    let shapes =
+        [ "enc", h, 192, 3; "dec", torch.randn(8L, 197L, 128L).requires_grad_(true), 128, 4
+          "small enc", torch.randn(64L, 17L, 192L).requires_grad_(true), 192, 3
+          "small dec", torch.randn(64L, 65L, 128L).requires_grad_(true), 128, 4 ]
     for k in [ Math; Sdpa ] do
-        let bd = Block.Standard(128, 4, 4.0, k)
-        time (sprintf "dec block %A fwd+bwd" k) 50 (fun () -> use _ = torch.NewDisposeScope() in bd.forward(hd).sum().backward())
-        let be = Block.Standard(192, 3, 4.0, k)
-        time (sprintf "enc block %A fwd+bwd" k) 50 (fun () -> use _ = torch.NewDisposeScope() in be.forward(h).sum().backward())
-    let se = torch.randn(64L, 17L, 192L).requires_grad_(true)
-    let sd = torch.randn(64L, 65L, 128L).requires_grad_(true)
-    for k in [ Math; Sdpa ] do
-        let bd = Block.Standard(128, 4, 4.0, k)
-        time (sprintf "small dec block %A fwd+bwd" k) 50 (fun () -> use _ = torch.NewDisposeScope() in bd.forward(sd).sum().backward())
-        let be = Block.Standard(192, 3, 4.0, k)
-        time (sprintf "small enc block %A fwd+bwd" k) 50 (fun () -> use _ = torch.NewDisposeScope() in be.forward(se).sum().backward())
-        let ad = new Attention(128, 4, true, k)
-        time (sprintf "small dec attn %A fwd+bwd" k) 50 (fun () -> use _ = torch.NewDisposeScope() in ad.forward(sd).sum().backward())
-        let ae = new Attention(192, 3, true, k)
-        time (sprintf "small enc attn %A fwd+bwd" k) 50 (fun () -> use _ = torch.NewDisposeScope() in ae.forward(se).sum().backward())
+        for label, x, dim, heads in shapes do
+            let block = Block.Standard(dim, heads, 4.0, k)
+            time (sprintf "%s block %A fwd+bwd" label k) 50 (fun () -> use _ = torch.NewDisposeScope() in block.forward(x).sum().backward())
+            let attention = new Attention(dim, heads, true, k)
+            time (sprintf "%s attn %A fwd+bwd" label k) 50 (fun () -> use _ = torch.NewDisposeScope() in attention.forward(x).sum().backward())
     time "block fwd" 100 (fun () -> use _ = torch.NewDisposeScope() in blk.forward(h) |> ignore)
     time "block fwd+bwd" 100 (fun () -> use _ = torch.NewDisposeScope() in blk.forward(h).sum().backward())
 

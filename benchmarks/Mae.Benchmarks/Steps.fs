@@ -71,13 +71,24 @@ let matmulPeak (dtype: ScalarType) =
     for _ in 1 .. reps do a.matmul(b) |> ignore
     2.0 * float n ** 3.0 * float reps / sw.Elapsed.TotalSeconds / 1e9
 
+/// The case named `name`.
+let find (name: string) = cases |> List.find (fun c -> c.Name = name)
+
+/// A case's model (seed 0), random images of its batch and the masking generator.
+let inputs (c: Case) =
+    let model = MaskedAutoencoderViT.Create(c.Config, 0L)
+    let h, w = c.Config.ImageSize
+    let images = torch.randn(int64 c.Batch, int64 c.Config.Channels, int64 h, int64 w)
+    model, images, new Generator(0UL, torch.CPU)
+
 /// Times one case: `warmup` steps, then `steps` timed ones; one JSON object.
 let run (c: Case) (warmup: int) (steps: int) (fp32Peak: float) =
     Runtime.tuneAllocator ()
     torch.manual_seed(0L) |> ignore
-    use model = MaskedAutoencoderViT.Create(c.Config, 0L)
-    use images = torch.randn(int64 c.Batch, 3L, int64 (fst c.Config.ImageSize), int64 (snd c.Config.ImageSize))
-    use gen = new Generator(0UL, torch.CPU)
+    let model, images, gen = inputs c
+    use model = model
+    use images = images
+    use gen = gen
     use maskToken = new Modules.Parameter(torch.zeros(1L, 1L, int64 c.Config.EmbedDim).normal_(0.0, 0.02), true)
     let groups = Optim.decayGroups 0.05 model
     let groups =

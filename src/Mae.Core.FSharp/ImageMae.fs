@@ -158,11 +158,19 @@ type MaskedAutoencoderViT(config: MaeConfig) as this =
         Init.checkImages cfg imgs
         patch_embed.forward(imgs) + pos_embed.narrow(1L, extra, int64 cfg.NumPatches)
 
-    /// Encoder over the visible tokens left by `masking` (a function of the embedded tokens).
-    member _.ForwardEncoder(imgs: Tensor, masking: Tensor -> MaskResult) : EncoderOutput =
-        let m = masking (this.Embed imgs)
+    /// The encoder's blocks on a masking's visible (embedded) tokens.
+    member private _.EncodeVisible(m: MaskResult) : EncoderOutput =
         let x = Init.prependCls cls_token pos_embed m.Visible |> Init.runBlocks blocks
         { Latent = norm.forward(x); Masking = m }
+
+    /// Decoder and loss after the encoder.
+    member private _.Complete(imgs: Tensor, enc: EncoderOutput) : MaeOutput =
+        let pred = this.ForwardDecoder(enc.Latent, enc.Masking.IdsRestore)
+        { Loss = this.ForwardLoss(imgs, pred, enc.Masking.Mask); Pred = pred; Mask = enc.Masking.Mask }
+
+    /// Encoder over the visible tokens left by `masking` (a function of the embedded tokens).
+    member _.ForwardEncoder(imgs: Tensor, masking: Tensor -> MaskResult) : EncoderOutput =
+        this.EncodeVisible(masking (this.Embed imgs))
 
     /// Encoder with the configured random masking drawn from `generator`. The mask is drawn on
     /// the patches' pixels and only the visible patches are embedded (the embedding is per
@@ -173,8 +181,7 @@ type MaskedAutoencoderViT(config: MaeConfig) as this =
         let n, keep = m.IdsKeep.shape.[0], m.IdsKeep.shape.[1]
         let pos = pos_embed.narrow(1L, extra, int64 cfg.NumPatches).squeeze(0L)
         let visible = patch_embed.Project(m.Visible) + pos.index_select(0L, m.IdsKeep.reshape(-1L)).view(n, keep, -1L)
-        let x = Init.prependCls cls_token pos_embed visible |> Init.runBlocks blocks
-        { Latent = norm.forward(x); Masking = { m with Visible = visible } }
+        this.EncodeVisible { m with Visible = visible }
 
     /// Decoder: embed, append mask tokens, restore the order, add positions, predict patches.
     /// latent [N, (1)+Lkeep, D], idsRestore [N, L] -> [N, L, ph*pw*C]
@@ -195,15 +202,11 @@ type MaskedAutoencoderViT(config: MaeConfig) as this =
 
     /// The whole pretraining pass with masking given as a function of the embedded tokens.
     member _.Forward(imgs: Tensor, masking: Tensor -> MaskResult) : MaeOutput =
-        let enc = this.ForwardEncoder(imgs, masking)
-        let pred = this.ForwardDecoder(enc.Latent, enc.Masking.IdsRestore)
-        { Loss = this.ForwardLoss(imgs, pred, enc.Masking.Mask); Pred = pred; Mask = enc.Masking.Mask }
+        this.Complete(imgs, this.ForwardEncoder(imgs, masking))
 
     /// The whole pretraining pass with the configured masking drawn from `generator`.
     member _.Forward(imgs: Tensor, generator: Generator) : MaeOutput =
-        let enc = this.ForwardEncoder(imgs, generator)
-        let pred = this.ForwardDecoder(enc.Latent, enc.Masking.IdsRestore)
-        { Loss = this.ForwardLoss(imgs, pred, enc.Masking.Mask); Pred = pred; Mask = enc.Masking.Mask }
+        this.Complete(imgs, this.ForwardEncoder(imgs, generator))
 
     /// Encoder without masking: [N, C, H, W] -> [N, (1)+L, D] (after the final norm).
     member _.Encode(imgs: Tensor) =

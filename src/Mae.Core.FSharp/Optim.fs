@@ -62,26 +62,28 @@ type AdamW(groups: Group[], lr: float, betas: float * float, eps: float) =
                 if not (seen.Add p.Handle) then
                     Guard.fail "groups" "a parameter listed twice" "each parameter in one group only"
     let lrs = groups |> Array.map (fun g -> lr * g.LrScale)
+    // one buffer per group (empty for a group without parameters), the moments beside it
     let pack (g: Group) =
         let ps = g.Parameters
-        let first = ps.[0]
-        for p in ps do
-            if p.dtype <> first.dtype || p.device_type <> first.device_type || p.device_index <> first.device_index then
-                Guard.fail "groups" (sprintf "%A on %O" p.dtype p.device) (sprintf "every parameter of a group with the dtype and device of the first (%A on %O)" first.dtype first.device)
-        let sizes = ps |> Array.map (fun p -> p.numel())
-        let flat = torch.empty(Array.sum sizes, dtype = first.dtype, device = first.device)
-        use _ = torch.no_grad()
-        let mutable offset = 0L
-        for p, n in Array.zip ps sizes do
-            use view = flat.narrow(0L, offset, n).view(p.shape)
-            view.copy_(p) |> ignore
-            p.set_(view) |> ignore
-            offset <- offset + n
-        flat
-    let packed = groups |> Array.filter (fun g -> g.Parameters.Length > 0) |> Array.map (fun g -> g, pack g)
-    let expAvg = packed |> Array.map (fun (_, flat) -> torch.zeros_like(flat))
-    let expAvgSq = packed |> Array.map (fun (_, flat) -> torch.zeros_like(flat))
-    let groupIndex = groups |> Array.mapi (fun i g -> i, g) |> Array.filter (fun (_, g) -> g.Parameters.Length > 0) |> Array.map fst
+        if ps.Length = 0 then torch.empty(0L)
+        else
+            let first = ps.[0]
+            for p in ps do
+                if p.dtype <> first.dtype || p.device_type <> first.device_type || p.device_index <> first.device_index then
+                    Guard.fail "groups" (sprintf "%A on %O" p.dtype p.device) (sprintf "every parameter of a group with the dtype and device of the first (%A on %O)" first.dtype first.device)
+            let sizes = ps |> Array.map (fun p -> p.numel())
+            let flat = torch.empty(Array.sum sizes, dtype = first.dtype, device = first.device)
+            use _ = torch.no_grad()
+            let mutable offset = 0L
+            for p, n in Array.zip ps sizes do
+                use view = flat.narrow(0L, offset, n).view(p.shape)
+                view.copy_(p) |> ignore
+                p.set_(view) |> ignore
+                offset <- offset + n
+            flat
+    let flats = groups |> Array.map pack
+    let expAvg = flats |> Array.map (fun flat -> torch.zeros_like(flat))
+    let expAvgSq = flats |> Array.map (fun flat -> torch.zeros_like(flat))
     let mutable steps = 0L
 
     /// The learning rate of group `i` (lr times its scale until set).
@@ -102,24 +104,26 @@ type AdamW(groups: Group[], lr: float, betas: float * float, eps: float) =
         steps <- steps + 1L
         let bc1 = 1.0 - Math.Pow(beta1, float steps)
         let bc2Sqrt = sqrt (1.0 - Math.Pow(beta2, float steps))
-        packed |> Array.iteri (fun k (g, flat) ->
-            let lr = lrs.[groupIndex.[k]]
-            let grads =
-                g.Parameters |> Array.map (fun p ->
-                    let grad = p.grad
-                    if isNull grad then torch.zeros(p.numel(), dtype = p.dtype, device = p.device) else grad.reshape(-1L))
-            let grad = torch.cat(grads, 0L)
-            if g.WeightDecay <> 0.0 then flat.mul_((1.0 - lr * g.WeightDecay).ToScalar()) |> ignore
-            let m, v = expAvg.[k], expAvgSq.[k]
-            m.mul_(beta1.ToScalar()).add_(grad, alpha = (1.0 - beta1).ToScalar()) |> ignore
-            v.mul_(beta2.ToScalar()).addcmul_(grad, grad, value = (1.0 - beta2).ToScalar()) |> ignore
-            // m / (sqrt(v) / bc2Sqrt + eps) = bc2Sqrt * m / (sqrt(v) + eps * bc2Sqrt)
-            let denom = v.sqrt().add_((eps * bc2Sqrt).ToScalar())
-            flat.addcdiv_(m, denom, value = (-(lr / bc1) * bc2Sqrt).ToScalar()) |> ignore)
+        for k in 0 .. groups.Length - 1 do
+            let g = groups.[k]
+            if g.Parameters.Length > 0 then
+                let flat, lr = flats.[k], lrs.[k]
+                let grads =
+                    g.Parameters |> Array.map (fun p ->
+                        let grad = p.grad
+                        if isNull grad then torch.zeros(p.numel(), dtype = p.dtype, device = p.device) else grad.reshape(-1L))
+                let grad = torch.cat(grads, 0L)
+                if g.WeightDecay <> 0.0 then flat.mul_((1.0 - lr * g.WeightDecay).ToScalar()) |> ignore
+                let m, v = expAvg.[k], expAvgSq.[k]
+                m.mul_(beta1.ToScalar()).add_(grad, alpha = (1.0 - beta1).ToScalar()) |> ignore
+                v.mul_(beta2.ToScalar()).addcmul_(grad, grad, value = (1.0 - beta2).ToScalar()) |> ignore
+                // m / (sqrt(v) / bc2Sqrt + eps) = bc2Sqrt * m / (sqrt(v) + eps * bc2Sqrt)
+                let denom = v.sqrt().add_((eps * bc2Sqrt).ToScalar())
+                flat.addcdiv_(m, denom, value = (-(lr / bc1) * bc2Sqrt).ToScalar()) |> ignore
 
     /// Drops every parameter's gradient (the next backward pass writes fresh ones).
     member _.ZeroGrad() =
-        for g, _ in packed do
+        for g in groups do
             for p in g.Parameters do
                 p.grad <- null
 
@@ -127,8 +131,8 @@ type AdamW(groups: Group[], lr: float, betas: float * float, eps: float) =
     member _.Save(w: BinaryWriter) =
         w.Write "Mae.AdamW/1"
         w.Write steps
-        w.Write packed.Length
-        for k in 0 .. packed.Length - 1 do
+        w.Write groups.Length
+        for k in 0 .. groups.Length - 1 do
             w.Write(expAvg.[k].numel())
             expAvg.[k].Save(w) |> ignore
             expAvgSq.[k].Save(w) |> ignore
@@ -139,8 +143,8 @@ type AdamW(groups: Group[], lr: float, betas: float * float, eps: float) =
         let tag = try r.ReadString() with :? IOException | :? FormatException -> ""
         if tag <> "Mae.AdamW/1" then bad "not a Mae AdamW state (a checkpoint from before Mae's packed AdamW?)"
         let s = r.ReadInt64()
-        if r.ReadInt32() <> packed.Length then bad "different number of parameter groups"
-        for k in 0 .. packed.Length - 1 do
+        if r.ReadInt32() <> groups.Length then bad "different number of parameter groups"
+        for k in 0 .. groups.Length - 1 do
             if r.ReadInt64() <> expAvg.[k].numel() then bad (sprintf "group %d has a different size" k)
             use _ = torch.no_grad()
             expAvg.[k].Load(r) |> ignore
@@ -151,7 +155,7 @@ type AdamW(groups: Group[], lr: float, betas: float * float, eps: float) =
         member _.Dispose() =
             for t in expAvg do t.Dispose()
             for t in expAvgSq do t.Dispose()
-            for _, flat in packed do flat.Dispose()
+            for flat in flats do flat.Dispose()
 
 /// AdamW over the groups (betas as MAE: 0.9, 0.95; eps 1e-8).
 let adamW (lr: float) (beta1: float, beta2: float) (groups: Group[]) =

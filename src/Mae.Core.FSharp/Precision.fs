@@ -54,8 +54,7 @@ module Precision =
         else torch.nn.functional.linear(x, weight, bias)
 
     /// A Linear layer applied in the current precision.
-    let linear (layer: Linear) (x: Tensor) =
-        if lowFor x then linearWith x layer.weight layer.bias else layer.forward(x)
+    let linear (layer: Linear) (x: Tensor) = linearWith x layer.weight layer.bias
 
     /// Operands of an attention product in the current precision, with the dtype to return to.
     let operands (q: Tensor) (k: Tensor) (v: Tensor) =
