@@ -7,9 +7,13 @@ open Mae
 
 let time (label: string) (reps: int) (f: unit -> unit) =
     for _ in 1 .. 3 do f ()
-    let sw = Stopwatch.StartNew()
-    for _ in 1 .. reps do f ()
-    eprintfn "%-28s %8.2f ms" label (sw.Elapsed.TotalMilliseconds / float reps)
+    let ts =
+        Array.init reps (fun _ ->
+            let sw = Stopwatch.StartNew()
+            f ()
+            sw.Elapsed.TotalMilliseconds)
+        |> Array.sort
+    eprintfn "%-28s %8.2f ms (min %.2f)" label ts.[reps / 2] ts.[0]
 
 let profile (kernel: AttentionKernel) =
     let cfg = { MaeConfig.tiny with Attention = kernel }
@@ -100,6 +104,267 @@ let gemms () =
     let a = torch.randn(n, n)
     let w = torch.randn(n, n)
     time "linear 2048^3" 10 (fun () -> use _ = torch.NewDisposeScope() in torch.nn.functional.linear(a, w) |> ignore)
+
+/// A linear layer run as a 1x1 convolution (oneDNN in libtorch) against linear (MKL): time and error.
+let linconv () =
+    for (m, k, n) in [ (400L, 192L, 576L); (400L, 768L, 192L); (1576L, 128L, 384L); (1576L, 512L, 128L); (1088L, 192L, 576L); (1088L, 192L, 768L); (1088L, 768L, 192L); (4160L, 128L, 384L); (4160L, 128L, 512L); (4160L, 512L, 128L) ] do
+        let x = torch.randn(m, k).requires_grad_(true)
+        let w = torch.randn(n, k).requires_grad_(true)
+        let b = torch.randn(n).requires_grad_(true)
+        let lin () = torch.nn.functional.linear(x, w, b)
+        let conv () = torch.nn.functional.conv2d(x.view(m, k, 1L, 1L), w.view(n, k, 1L, 1L), b).view(m, n)
+        let g = torch.randn(m, n)
+        let grads (f: unit -> torch.Tensor) =
+            x.grad <- null; w.grad <- null; b.grad <- null
+            let y = f ()
+            y.backward([| g |])
+            y.detach().clone(), x.grad.clone(), w.grad.clone(), b.grad.clone()
+        let y0 = torch.nn.functional.linear(x.detach().double(), w.detach().double(), b.detach().double())
+        let gx0 = g.double().matmul(w.detach().double())
+        let gw0 = g.double().t().matmul(x.detach().double())
+        let rel (a: torch.Tensor) (r: torch.Tensor) = ((a.double() - r).abs().max() / r.abs().max()).item<float>()
+        for name, f in [ "linear", lin; "conv1x1", conv ] do
+            let y, gx, gw, _ = grads f
+            let err = max (rel y y0) (max (rel gx gx0) (rel gw gw0))
+            time (sprintf "%s %dx%dx%d (err %.1e)" name m k n err) 30 (fun () -> use _ = torch.NewDisposeScope() in (f ()).backward([| g |]))
+
+/// One block's forward+backward at the step's shapes, whole and cut into its operations.
+let blockParts () =
+    for (n, l, d, h) in [ (64L, 65L, 128L, 4L); (64L, 17L, 192L, 3L); (8L, 197L, 128L, 4L); (8L, 50L, 192L, 3L) ] do
+        use blk = Block.Standard(int d, int h, 4.0, Math)
+        let x = torch.randn(n, l, d).requires_grad_(true)
+        let gy = torch.randn(n, l, d)
+        let tag = sprintf "%dx%dx%d" n l d
+        let fb (f: unit -> torch.Tensor) (g: torch.Tensor) () = use _ = torch.NewDisposeScope() in (f ()).backward([| g |])
+        let flops = 3.0 * 2.0 * float (n * l) * (12.0 * float (d * d) + 2.0 * float (l * d))
+        let reps = 30
+        for _ in 1 .. 3 do fb (fun () -> blk.forward x) gy ()
+        let sw = Stopwatch.StartNew()
+        for _ in 1 .. reps do fb (fun () -> blk.forward x) gy ()
+        let ms = sw.Elapsed.TotalMilliseconds / float reps
+        eprintfn "block %s fwd+bwd %.2f ms, %.1f GFLOP/s" tag ms (flops / ms / 1e6)
+        let ln = torch.nn.LayerNorm(d, eps = 1e-6)
+        time (sprintf "  layernorm %s" tag) reps (fb (fun () -> ln.forward x) gy)
+        let h4 = torch.randn(n, l, 4L * d).requires_grad_(true)
+        let g4 = torch.randn(n, l, 4L * d)
+        time (sprintf "  gelu %s" tag) reps (fb (fun () -> torch.nn.functional.gelu h4) g4)
+        time (sprintf "  add %s" tag) reps (fb (fun () -> x + x) gy)
+        let att = new Attention(int d, int h, true, Math)
+        let qkv = torch.randn(n, l, 3L * d).requires_grad_(true)
+        let hd = d / h
+        let core () =
+            let parts = qkv.reshape(n, l, 3L, h, hd).permute(2L, 0L, 3L, 1L, 4L).unbind(0L)
+            let q, k, v = parts.[0], parts.[1], parts.[2]
+            let o = (q * (1.0 / sqrt (float hd))).matmul(k.transpose(-2L, -1L)).softmax(-1L, ScalarType.Float32).matmul(v)
+            o.transpose(1L, 2L).reshape(n, l, d)
+        time (sprintf "  attention core %s" tag) reps (fb core gy)
+        time (sprintf "  attention whole %s" tag) reps (fb (fun () -> att.forward x) gy)
+        for (kk, nn) in [ (d, 3L * d); (d, d); (d, 4L * d); (4L * d, d) ] do
+            let xi = torch.randn(n * l, kk).requires_grad_(true)
+            let w = torch.randn(nn, kk).requires_grad_(true)
+            let b = torch.randn(nn).requires_grad_(true)
+            let go = torch.randn(n * l, nn)
+            time (sprintf "  linear %dx%dx%d" (n * l) kk nn) reps (fb (fun () -> torch.nn.functional.linear(xi, w, b)) go)
+
+/// The attention core's forward and backward, operation by operation, with autograd.
+let coreBack () =
+    for (n, l, d, h) in [ (64L, 65L, 128L, 4L); (8L, 197L, 128L, 4L) ] do
+        let hd = d / h
+        let tag = sprintf "%dx%dx%d" n l d
+        let fb (f: unit -> torch.Tensor) () =
+            use _ = torch.NewDisposeScope()
+            let y = f ()
+            y.backward([| torch.ones_like(y) |])
+        let fwd (f: unit -> torch.Tensor) () = use _ = torch.NewDisposeScope() in f () |> ignore
+        let s4 = torch.randn(n, h, l, l).requires_grad_(true)
+        let s3 = torch.randn(n * h, l, l).requires_grad_(true)
+        time (sprintf "softmax fp32-arg fwd %s" tag) 30 (fwd (fun () -> s4.softmax(-1L, ScalarType.Float32)))
+        time (sprintf "softmax fp32-arg f+b %s" tag) 30 (fb (fun () -> s4.softmax(-1L, ScalarType.Float32)))
+        time (sprintf "softmax plain f+b %s" tag) 30 (fb (fun () -> s4.softmax(-1L)))
+        time (sprintf "softmax 3d f+b %s" tag) 30 (fb (fun () -> s3.softmax(-1L)))
+        let q3 = torch.randn(n * h, l, hd).requires_grad_(true)
+        let k3 = torch.randn(n * h, l, hd).requires_grad_(true)
+        time (sprintf "bmm qkT f+b %s" tag) 30 (fb (fun () -> torch.bmm(q3, k3.transpose(1L, 2L))))
+        let q4 = torch.randn(n, h, l, hd).requires_grad_(true)
+        let k4 = torch.randn(n, h, l, hd).requires_grad_(true)
+        time (sprintf "matmul4d qkT f+b %s" tag) 30 (fb (fun () -> q4.matmul(k4.transpose(-2L, -1L))))
+        let p4 = torch.randn(n, h, l, l).requires_grad_(true)
+        time (sprintf "matmul4d pv f+b %s" tag) 30 (fb (fun () -> p4.matmul(k4)))
+        let qkv = torch.randn(n, l, 3L * d).requires_grad_(true)
+        time (sprintf "unbind+reshape f+b %s" tag) 30 (fb (fun () ->
+            let parts = qkv.reshape(n, l, 3L, h, hd).permute(2L, 0L, 3L, 1L, 4L).unbind(0L)
+            parts.[0] * 2.0f + parts.[1] + parts.[2]))
+        let o4 = torch.randn(n, h, l, hd).requires_grad_(true)
+        time (sprintf "out transpose f+b %s" tag) 30 (fb (fun () -> o4.transpose(1L, 2L).reshape(n, l, d)))
+
+/// The attention core cut at growing prefixes, forward+backward with a real upstream gradient.
+let corePrefix () =
+    for (n, l, d, h) in [ (64L, 65L, 128L, 4L); (8L, 197L, 128L, 4L) ] do
+        let hd = d / h
+        let tag = sprintf "%dx%dx%d" n l d
+        let qkv = torch.randn(n, l, 3L * d).requires_grad_(true)
+        let fb (f: unit -> torch.Tensor) =
+            let g = (f ()).detach().randn_like()
+            fun () ->
+                use _ = torch.NewDisposeScope()
+                (f ()).backward([| g |])
+        let split () =
+            let parts = qkv.reshape(n, l, 3L, h, hd).permute(2L, 0L, 3L, 1L, 4L).unbind(0L)
+            parts.[0], parts.[1], parts.[2]
+        let sc = 1.0 / sqrt (float hd)
+        time (sprintf "split %s" tag) 30 (fb (fun () -> let q, k, v = split () in q + k + v))
+        time (sprintf "scores %s" tag) 30 (fb (fun () -> let q, k, _ = split () in (q * sc).matmul(k.transpose(-2L, -1L))))
+        time (sprintf "softmax %s" tag) 30 (fb (fun () -> let q, k, _ = split () in (q * sc).matmul(k.transpose(-2L, -1L)).softmax(-1L)))
+        time (sprintf "softmax f32 %s" tag) 30 (fb (fun () -> let q, k, _ = split () in (q * sc).matmul(k.transpose(-2L, -1L)).softmax(-1L, ScalarType.Float32)))
+        time (sprintf "pv %s" tag) 30 (fb (fun () -> let q, k, v = split () in (q * sc).matmul(k.transpose(-2L, -1L)).softmax(-1L).matmul(v)))
+        time (sprintf "no-softmax pv %s" tag) 30 (fb (fun () -> let q, k, v = split () in (q * sc).matmul(k.transpose(-2L, -1L)).matmul(v)))
+        let q0 = torch.randn(n, h, l, hd).requires_grad_(true)
+        let k0 = torch.randn(n, h, l, hd).requires_grad_(true)
+        let v0 = torch.randn(n, h, l, hd).requires_grad_(true)
+        let full (sm: torch.Tensor -> torch.Tensor) (tail: torch.Tensor -> torch.Tensor) () =
+            let q, k, v = split ()
+            let p = sm ((q * sc).matmul(k.transpose(-2L, -1L)))
+            tail (p.matmul(v))
+        let f32 (x: torch.Tensor) = x.softmax(-1L, ScalarType.Float32)
+        let plain (x: torch.Tensor) = x.softmax(-1L)
+        let tr (o: torch.Tensor) = o.transpose(1L, 2L).reshape(n, l, d)
+        let trc (o: torch.Tensor) = o.transpose(1L, 2L).contiguous().view(n, l, d)
+        let none (o: torch.Tensor) = o
+        time (sprintf "core plain/none %s" tag) 30 (fb (full plain none))
+        time (sprintf "core f32/none %s" tag) 30 (fb (full f32 none))
+        time (sprintf "core plain/transpose %s" tag) 30 (fb (full plain tr))
+        time (sprintf "core f32/transpose %s" tag) 30 (fb (full f32 tr))
+        time (sprintf "core f32/contig %s" tag) 30 (fb (full f32 trc))
+        time (sprintf "pv leafs %s" tag) 30 (fb (fun () -> (q0 * sc).matmul(k0.transpose(-2L, -1L)).softmax(-1L).matmul(v0)))
+        time (sprintf "pv leafs nosm %s" tag) 30 (fb (fun () -> (q0 * sc).matmul(k0.transpose(-2L, -1L)).matmul(v0)))
+        time (sprintf "pv leafs noscale %s" tag) 30 (fb (fun () -> q0.matmul(k0.transpose(-2L, -1L)).softmax(-1L).matmul(v0)))
+
+/// Linear layers through oneDNN (mkldnn_linear, reached with TorchScript) against linear (MKL).
+let dnnl () =
+    let call = match Environment.GetEnvironmentVariable "DNNL_CALL" with null -> "torch._C._nn.mkldnn_linear" | s -> s
+    let cu = torch.jit.compile("def lin(x: Tensor, w: Tensor, b: Tensor) -> Tensor:\n    return " + call + "(x.to_mkldnn(), w, b).to_dense()\n")
+    let shapes =
+        match Environment.GetEnvironmentVariable "DNNL_SHAPES" with
+        | null -> [ (4160L, 128L, 384L); (4160L, 128L, 512L); (4160L, 512L, 128L); (1088L, 192L, 576L); (1088L, 192L, 768L); (1088L, 768L, 192L); (1576L, 128L, 512L); (400L, 192L, 768L) ]
+        | s -> [ for t in s.Split(' ') -> let p = t.Split('x') in int64 p.[0], int64 p.[1], int64 p.[2] ]
+    for (m, k, n) in shapes do
+        let x = torch.randn(m, k).requires_grad_(true)
+        let w = torch.randn(n, k).requires_grad_(true)
+        let b = torch.randn(n).requires_grad_(true)
+        let g = torch.randn(m, n)
+        let lin () = torch.nn.functional.linear(x, w, b)
+        let dn () = Kernels.Linear(x, w, b)
+        let grads (f: unit -> torch.Tensor) =
+            x.grad <- null; w.grad <- null; b.grad <- null
+            let y = f ()
+            y.backward([| g |])
+            y.detach().clone(), x.grad.clone(), w.grad.clone(), b.grad.clone()
+        let y0, gx0, gw0, gb0 = grads lin
+        let y1, gx1, gw1, gb1 = grads dn
+        let rel (a: torch.Tensor) (r: torch.Tensor) = ((a - r).abs().max() / r.abs().max()).item<float32>()
+        eprintfn "%dx%dx%d rel diff y %.1e gx %.1e gw %.1e gb %.1e" m k n (rel y1 y0) (rel gx1 gx0) (rel gw1 gw0) (rel gb1 gb0)
+        let fl = 6.0 * float (m * k * n) / 1e6
+        for name, f in [ "linear", lin; "onednn", dn ] do
+            time (sprintf "  %s f+b" name) 30 (fun () -> use _ = torch.NewDisposeScope() in (f ()).backward([| g |]))
+        time "  onednn fwd" 30 (fun () -> use _ = torch.NewDisposeScope() in dn () |> ignore)
+        time "  onednn fwd no-grad" 30 (fun () -> use _ = torch.NewDisposeScope() in use _ = torch.no_grad() in dn () |> ignore)
+        let wt = w.detach().t().contiguous()
+        let gd = g.contiguous()
+        let xd = x.detach()
+        time "  gx (linear g W^T-weight)" 30 (fun () -> use _ = torch.NewDisposeScope() in use _ = torch.no_grad() in Kernels.Linear(gd, wt, null) |> ignore)
+        time "  gx mkl" 30 (fun () -> use _ = torch.NewDisposeScope() in gd.mm(w.detach()) |> ignore)
+        time "  gw mkl" 30 (fun () -> use _ = torch.NewDisposeScope() in gd.t().mm(xd) |> ignore)
+        time "  linear fwd" 30 (fun () -> use _ = torch.NewDisposeScope() in lin () |> ignore)
+
+/// The pieces of a linear layer's backward through oneDNN and MKL, no autograd.
+let dnnlParts () =
+    let src =
+        String.concat "\n" [
+            "def fwd(x: Tensor, w: Tensor, b: Tensor) -> Tensor:"
+            "    return torch.mkldnn_linear(x.to_mkldnn(), w, b).to_dense()"
+            "def gin(g: Tensor, wt: Tensor) -> Tensor:"
+            "    return torch.mkldnn_linear(g.to_mkldnn(), wt, None).to_dense()"
+            "def gin2(x: Tensor, g: Tensor, w: Tensor) -> Tensor:"
+            "    return torch.mkldnn_linear_backward_input(x.size(), g.to_mkldnn(), w).to_dense()"
+            "def gw(g: Tensor, x: Tensor, w: Tensor) -> Tensor:"
+            "    a, b = torch.mkldnn_linear_backward_weights(g.to_mkldnn(), x.to_mkldnn(), w, True)"
+            "    return a"
+            "def gwt(gt: Tensor, xt: Tensor) -> Tensor:"
+            "    return torch.mkldnn_linear(gt.to_mkldnn(), xt, None).to_dense()"
+            "" ]
+    let cu = torch.jit.compile(src)
+    for (m, k, n) in [ (4160L, 128L, 384L); (4160L, 128L, 512L); (4160L, 512L, 128L); (1088L, 192L, 768L); (1088L, 768L, 192L) ] do
+        use _ = torch.no_grad()
+        let x = torch.randn(m, k)
+        let w = torch.randn(n, k)
+        let b = torch.randn(n)
+        let g = torch.randn(m, n)
+        let wt = w.t().contiguous()
+        let rel (a: torch.Tensor) (r: torch.Tensor) = ((a - r).abs().max() / r.abs().max()).item<float32>()
+        let gin0 = g.mm(w)
+        let gw0 = g.t().mm(x)
+        eprintfn "%dx%dx%d  gin %.1e gin2 %.1e gw %.1e gwt %.1e" m k n
+            (rel (cu.invoke<torch.Tensor>("gin", g, wt)) gin0) (rel (cu.invoke<torch.Tensor>("gin2", x, g, w)) gin0)
+            (rel (cu.invoke<torch.Tensor>("gw", g, x, w)) gw0) (rel (cu.invoke<torch.Tensor>("gwt", g.t().contiguous(), x.t().contiguous())) gw0)
+        let t name f = time (sprintf "  %s" name) 30 (fun () -> use _ = torch.NewDisposeScope() in f () |> ignore)
+        t "mkl fwd" (fun () -> torch.nn.functional.linear(x, w, b))
+        t "dnnl fwd" (fun () -> cu.invoke<torch.Tensor>("fwd", x, w, b))
+        t "mkl gin g@w" (fun () -> g.mm(w))
+        t "dnnl gin (fwd on wT)" (fun () -> cu.invoke<torch.Tensor>("gin", g, wt))
+        t "dnnl gin2 (bwd data)" (fun () -> cu.invoke<torch.Tensor>("gin2", x, g, w))
+        t "wT contiguous" (fun () -> w.t().contiguous())
+        t "mkl gw gT@x" (fun () -> g.t().mm(x))
+        t "dnnl gw (bwd weights)" (fun () -> cu.invoke<torch.Tensor>("gw", g, x, w))
+        t "dnnl gw (fwd on transposes)" (fun () -> cu.invoke<torch.Tensor>("gwt", g.t().contiguous(), x.t().contiguous()))
+        t "gb sum" (fun () -> g.sum(0L))
+
+/// oneDNN linear against libtorch's linear: the same model's features by batch size, and products.
+let dnnlCheck () =
+    let small = { MaeConfig.tiny with EmbedDim = 32; Depth = 2; Heads = 2; DecoderEmbedDim = 32; DecoderDepth = 1; DecoderHeads = 2 }
+    eprintfn "available %b" Kernels.OneDnnAvailable
+    Kernels.OneDnnMinMacs <- 0L
+    use m = MaskedAutoencoderViT.Create(small, 0L)
+    m.eval ()
+    let g = new Generator(34UL, torch.CPU)
+    let imgs = torch.randn([| 7L; 1L; 28L; 28L |], generator = g)
+    use _ = torch.no_grad()
+    for on in [ true; false ] do
+        Kernels.OneDnnLinear <- on
+        let a = m.Features(imgs, false)
+        let b = torch.cat([| m.Features(imgs.narrow(0L, 0L, 3L), false); m.Features(imgs.narrow(0L, 3L, 3L), false); m.Features(imgs.narrow(0L, 6L, 1L), false) |], 0L)
+        eprintfn "onednn %b: batch 7 vs 3+3+1 max diff %g (max abs %g)" on ((a - b).abs().max().item<float32>()) (a.abs().max().item<float32>())
+    Kernels.OneDnnLinear <- true
+    let bad = ResizeArray()
+    let mutable total = 0
+    for mm in [ 1L; 7L; 16L; 50L; 64L; 100L; 128L; 150L; 200L; 256L; 350L; 400L; 512L; 1000L; 1088L; 1576L; 4160L ] do
+        for k in [ 16L; 32L; 48L; 64L; 128L; 192L; 512L; 768L ] do
+            for n in [ 32L; 48L; 96L; 128L; 192L; 384L; 512L; 576L; 768L ] do
+                let x = torch.randn(mm, k)
+                let w = torch.randn(n, k)
+                let y1 = Kernels.Linear(x, w, null)
+                let y0 = torch.nn.functional.linear(x.double(), w.double())
+                let r = ((y1.double() - y0).abs().max() / y0.abs().max()).item<float>()
+                total <- total + 1
+                if r > 1e-5 then bad.Add(sprintf "%dx%dx%d" mm k n)
+    eprintfn "threads %d: %d of %d wrong: %s" (torch.get_num_threads ()) bad.Count total (String.Join(" ", bad))
+    for (mm, k, n, reps) in [ (350L, 32L, 96L, 30); (350L, 32L, 128L, 300); (4160L, 128L, 512L, 50); (1088L, 192L, 576L, 100); (1L, 32L, 128L, 100); (7L, 32L, 128L, 100) ] do
+        let mutable wrong = 0
+        for _ in 1 .. reps do
+            use _ = torch.NewDisposeScope()
+            let x = torch.randn(mm, k)
+            let w = torch.randn(n, k)
+            let b = torch.randn(n)
+            let y1 = Kernels.Linear(x, w, b)
+            let y0 = torch.nn.functional.linear(x.double(), w.double(), b.double())
+            if ((y1.double() - y0).abs().max() / y0.abs().max()).item<float>() > 1e-5 then wrong <- wrong + 1
+        eprintfn "%dx%dx%d: wrong %d of %d" mm k n wrong reps
+    for (mm, k, n) in [ (350L, 32L, 96L); (150L, 32L, 96L); (50L, 32L, 96L); (17L, 32L, 96L); (1L, 32L, 96L); (5L, 3L, 2L); (7L, 32L, 128L); (3L, 32L, 32L); (1L, 32L, 32L); (4160L, 128L, 512L) ] do
+        let x = torch.randn(mm, k)
+        let w = torch.randn(n, k)
+        let b = torch.randn(n)
+        let y1 = Kernels.Linear(x, w, b)
+        let y0 = torch.nn.functional.linear(x.double(), w.double(), b.double())
+        eprintfn "%dx%dx%d rel diff %g" mm k n (((y1.double() - y0).abs().max() / y0.abs().max()).item<float>())
 
 /// Attention cores (after the qkv linear, before proj) on [N, L, 3D] fwd+bwd.
 let cores () =
@@ -268,7 +533,8 @@ let steps (only: string list) =
 let main argv =
     torch.set_num_threads (match Environment.GetEnvironmentVariable "MAE_BENCH_THREADS" with null | "" -> 2 | s -> int s)
     Runtime.tuneAllocator ()
-    eprintfn "threads %d" (torch.get_num_threads ())
+    if Environment.GetEnvironmentVariable "MAE_BENCH_ONEDNN" = "0" then Kernels.OneDnnLinear <- false
+    eprintfn "threads %d, oneDNN linear %b" (torch.get_num_threads ()) Kernels.OneDnnLinear
     match argv with
     | [| "profile" |] ->
         profile Sdpa
@@ -288,6 +554,27 @@ let main argv =
         0
     | [| "coreops" |] ->
         coreOps ()
+        0
+    | [| "linconv" |] ->
+        linconv ()
+        0
+    | [| "blockparts" |] ->
+        blockParts ()
+        0
+    | [| "coreback" |] ->
+        coreBack ()
+        0
+    | [| "coreprefix" |] ->
+        corePrefix ()
+        0
+    | [| "dnnl" |] ->
+        dnnl ()
+        0
+    | [| "dnnlparts" |] ->
+        dnnlParts ()
+        0
+    | [| "dnnlcheck" |] ->
+        dnnlCheck ()
         0
     | [| "gemms" |] ->
         gemms ()

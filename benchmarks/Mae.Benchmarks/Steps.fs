@@ -122,6 +122,9 @@ let run (c: Case) (warmup: int) (steps: int) (fp32Peak: float) =
                let sw = Stopwatch.StartNew()
                step ()
                yield sw.Elapsed.TotalMilliseconds |]
+    if not (isNull (Environment.GetEnvironmentVariable "MAE_BENCH_TIMES")) then
+        eprintfn "%s times: %s" c.Name (String.Join(" ", times |> Array.map (sprintf "%.0f")))
+        eprintfn "%s" (String.Join("\n", Kernels.CheckedShapes))
     let sorted = Array.sort times
     let median = sorted.[sorted.Length / 2]
     let l = c.Config.NumPatches

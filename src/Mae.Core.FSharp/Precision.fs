@@ -51,7 +51,7 @@ module Precision =
         if lowFor x then
             let b = if isNull bias then null else bias.to_type(bf16)
             torch.nn.functional.linear(x.to_type(bf16), weight.to_type(bf16), b).to_type(x.dtype)
-        else torch.nn.functional.linear(x, weight, bias)
+        else Kernels.Linear(x, weight, bias)
 
     /// A Linear layer applied in the current precision.
     let linear (layer: Linear) (x: Tensor) = linearWith x layer.weight layer.bias

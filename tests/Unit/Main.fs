@@ -9,6 +9,7 @@ let main argv =
         testList "unit" [
             ParameterTests.tests
             ModelTests.tests
+            KernelTests.tests
             GuardTests.tests
             OptimTests.tests
             TrainingTests.tests

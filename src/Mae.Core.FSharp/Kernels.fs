@@ -1,0 +1,145 @@
+/// Which libtorch kernels compute Mae's fp32 linear layers on the CPU.
+///
+/// libtorch sends an fp32 `linear` to its BLAS (MKL). MKL picks its kernels by CPU vendor, and on
+/// AMD CPUs its fp32 GEMM takes a generic AVX2 path. oneDNN, also inside libtorch, picks kernels by
+/// instruction set: on the AVX-512 AMD EPYC used for Mae's benchmarks its fp32 inner product is
+/// 1.5-2x faster at transformer shapes (benchmarks/README.md). libtorch reaches oneDNN for fp32
+/// linear layers only through `mkldnn_linear`, which TorchSharp does not bind, so Mae calls it from
+/// a two-line TorchScript function.
+///
+/// libtorch 2.10's oneDNN (3.7.1) returns wrong products on that CPU for some shapes (those whose
+/// blocked weight layout needs padding, e.g. 96 or 48 outputs; which ones also depends on the
+/// thread count). The failure is a fixed property of the shape, so every (rows, inputs, outputs,
+/// bias, threads) is checked once, on generated data against BLAS, before oneDNN is trusted with
+/// it: the forward product and both halves of its backward (libtorch's autograd formula for
+/// `mkldnn_linear`: `mkldnn_linear_backward_input` and `_weights`). A shape that fails any of the
+/// three stays on `linear`.
+namespace Mae
+
+open System
+open System.Collections.Concurrent
+open TorchSharp
+
+/// The oneDNN product itself and the per-shape check (internal; Kernels below is the API).
+module internal OneDnn =
+    let private source =
+        String.concat "\n" [
+            "def linear(x: Tensor, w: Tensor, b: Tensor) -> Tensor:"
+            "    return torch.mkldnn_linear(x.to_mkldnn(), w, b).to_dense()"
+            "def linear_nobias(x: Tensor, w: Tensor) -> Tensor:"
+            "    return torch.mkldnn_linear(x.to_mkldnn(), w, None).to_dense()"
+            // the two halves of mkldnn_linear's backward, as its autograd calls them
+            "def input_grad(x: Tensor, g: Tensor, w: Tensor) -> Tensor:"
+            "    return torch.mkldnn_linear_backward_input(x.size(), g.to_mkldnn(), w).to_dense()"
+            "def weight_grad(g: Tensor, x: Tensor, w: Tensor, bias: bool) -> Tensor:"
+            "    gw, gb = torch.mkldnn_linear_backward_weights(g.to_mkldnn(), x.to_mkldnn(), w, bias)"
+            "    return gw"
+            "def bias_grad(g: Tensor, x: Tensor, w: Tensor) -> Tensor:"
+            "    gw, gb = torch.mkldnn_linear_backward_weights(g.to_mkldnn(), x.to_mkldnn(), w, True)"
+            "    return gb"
+            "" ]
+
+    /// The compiled functions; None where libtorch has no oneDNN or anything else fails.
+    let unit : Lazy<torch.jit.CompilationUnit option> =
+        lazy
+            (try
+                let cu = torch.jit.compile(source)
+                use _ = torch.NewDisposeScope()
+                use _ = torch.no_grad()
+                // fixed values: nothing here may move the global generator
+                let x = (torch.arange(15L, dtype = ScalarType.Float32).reshape(3L, 5L) - 7.0) / 5.0
+                let w = (torch.arange(20L, dtype = ScalarType.Float32).reshape(4L, 5L) - 9.5) / 7.0
+                cu.invoke<Tensor>("linear_nobias", x, w) |> ignore
+                Some cu
+             with _ -> None)
+
+    let private raw (cu: torch.jit.CompilationUnit) (x: Tensor) (w: Tensor) (b: Tensor) =
+        if isNull b then cu.invoke<Tensor>("linear_nobias", x, w) else cu.invoke<Tensor>("linear", x, w, b)
+
+    // (rows, inputs, outputs, bias, threads) -> oneDNN's forward and both backward products are
+    // right for this shape
+    let private verdicts = ConcurrentDictionary<struct (int64 * int64 * int64 * bool * int), bool>()
+    let private checkGen = lazy (new torch.Generator(20261124UL, torch.CPU))
+
+    /// Every shape checked so far and its verdict.
+    let checkedShapes () =
+        verdicts
+        |> Seq.map (fun kv -> let struct (m, k, n, b, t) = kv.Key in (m, k, n, b, t), kv.Value)
+        |> Seq.sortBy fst
+        |> Array.ofSeq
+
+    let private close (a: Tensor) (reference: Tensor) =
+        let scale = reference.abs().max().item<float32>() + 1e-6f
+        (a - reference).abs().max().item<float32>() <= 1e-4f * scale
+
+    /// Whether oneDNN computes an [m, k] x [n, k]^T (+ bias) product and its gradients (input,
+    /// weight, bias) right here: checked on generated data against BLAS the first time the shape
+    /// is seen with this thread count.
+    let trusted (cu: torch.jit.CompilationUnit) (m: int64) (k: int64) (n: int64) (bias: bool) =
+        let key = struct (m, k, n, bias, torch.get_num_threads ())
+        verdicts.GetOrAdd(key, fun _ ->
+            lock checkGen (fun () ->
+                use _ = torch.NewDisposeScope()
+                use _ = torch.no_grad()
+                let gen = checkGen.Value
+                let x = torch.randn([| m; k |], generator = gen)
+                let w = torch.randn([| n; k |], generator = gen)
+                let b = if bias then torch.randn([| n |], generator = gen) else null
+                let g = torch.randn([| m; n |], generator = gen)
+                try
+                    let forwardOk = close (raw cu x w b) (torch.nn.functional.linear(x, w, b))
+                    let inputOk = close (cu.invoke<Tensor>("input_grad", x, g, w)) (g.mm(w))
+                    let weightOk =
+                        close (cu.invoke<Tensor>("weight_grad", g, x, w, bias)) (g.t().mm(x))
+                        && (not bias || close (cu.invoke<Tensor>("bias_grad", g, x, w)) (g.sum(0L)))
+                    forwardOk && inputOk && weightOk
+                with _ -> false))
+
+/// Kernel choices for the CPU (process-wide).
+[<AbstractClass; Sealed>]
+type Kernels private () =
+    /// Whether fp32 linear layers on the CPU run through oneDNN (for the shapes where it checks
+    /// out). Default true; false sends them all to libtorch's `linear` (its BLAS).
+    static member val OneDnnLinear = true with get, set
+
+    /// The smallest product (rows x inputs x outputs multiply-adds) sent to oneDNN; smaller ones
+    /// stay on `linear`, where the TorchScript call's fixed cost (~0.1 ms) would outweigh the gain.
+    static member val OneDnnMinMacs = 4_000_000L with get, set
+
+    /// The product shapes checked so far in this process, as "rows x inputs x outputs (bias),
+    /// threads: oneDNN|linear" (where each runs).
+    static member CheckedShapes : string[] =
+        OneDnn.checkedShapes ()
+        |> Array.map (fun ((m, k, n, b, t), ok) ->
+            sprintf "%dx%dx%d%s, %d threads: %s" m k n (if b then " +bias" else "") t (if ok then "oneDNN" else "linear"))
+
+    /// Whether this libtorch can run linear layers through oneDNN (checked once, on first use).
+    static member OneDnnAvailable = OneDnn.unit.Force().IsSome
+
+    /// x W^T + b (bias may be null) with the kernel chosen for x's device, dtype and shape:
+    /// oneDNN for fp32 on the CPU where it is enabled, available and checked for the shape,
+    /// libtorch's `linear` otherwise. Differentiable in x, weight and bias either way.
+    static member Linear(x: Tensor, weight: Tensor, bias: Tensor) : Tensor =
+        let eligible =
+            Kernels.OneDnnLinear
+            && x.device_type = DeviceType.CPU
+            && x.dtype = ScalarType.Float32
+            && weight.dtype = ScalarType.Float32
+            && weight.dim() = 2L
+            && x.dim() >= 2L
+            && x.numel() > 0L
+            && x.shape.[x.shape.Length - 1] = weight.shape.[1]
+            && (isNull bias || (bias.dtype = ScalarType.Float32 && bias.dim() = 1L && bias.shape.[0] = weight.shape.[0]))
+        match (if eligible then OneDnn.unit.Force() else None) with
+        | Some cu when x.numel() / weight.shape.[1] * weight.shape.[1] * weight.shape.[0] >= Kernels.OneDnnMinMacs ->
+            let k = weight.shape.[1]
+            let x2 = x.reshape(-1L, k).contiguous()
+            let w = weight.contiguous()
+            let m = x2.shape.[0]
+            if OneDnn.trusted cu m k weight.shape.[0] (not (isNull bias)) then
+                let y = if isNull bias then cu.invoke<Tensor>("linear_nobias", x2, w) else cu.invoke<Tensor>("linear", x2, w, bias)
+                let shape = Array.copy x.shape
+                shape.[shape.Length - 1] <- weight.shape.[0]
+                y.view(shape)
+            else torch.nn.functional.linear(x, weight, bias)
+        | _ -> torch.nn.functional.linear(x, weight, bias)
