@@ -44,17 +44,30 @@ module Precision =
     /// The precision in force on this thread.
     let current () = if AmbientPrecision.LowPrecision then BFloat16 else Float32
 
-    let inline private lowFor (x: Tensor) = AmbientPrecision.LowPrecision && x.dtype = ScalarType.Float32
+    // Low precision applies to fp32 computations (and to the bf16 results of linearInner that
+    // feed the next product); other dtypes (e.g. a float64 model) are left alone.
+    let inline private lowFor (x: Tensor) =
+        AmbientPrecision.LowPrecision && (x.dtype = ScalarType.Float32 || x.dtype = bf16)
 
-    /// x W^T + b in the current precision; the result has x's dtype.
+    let private lowLinear (x: Tensor) (weight: Tensor) (bias: Tensor) =
+        let b = if isNull bias then null else bias.to_type(bf16)
+        torch.nn.functional.linear((if x.dtype = bf16 then x else x.to_type(bf16)), weight.to_type(bf16), b)
+
+    /// x W^T + b in the current precision; the result is fp32 for fp32 or bf16 x in a BFloat16
+    /// scope (it rejoins the fp32 residual stream), x's dtype otherwise.
     let linearWith (x: Tensor) (weight: Tensor) (bias: Tensor) =
-        if lowFor x then
-            let b = if isNull bias then null else bias.to_type(bf16)
-            torch.nn.functional.linear(x.to_type(bf16), weight.to_type(bf16), b).to_type(x.dtype)
+        if lowFor x && weight.dtype = ScalarType.Float32 then (lowLinear x weight bias).to_type(ScalarType.Float32)
         else Kernels.Linear(x, weight, bias)
 
     /// A Linear layer applied in the current precision.
     let linear (layer: Linear) (x: Tensor) = linearWith x layer.weight layer.bias
+
+    /// A Linear layer whose result feeds another product (an MLP's first layer, attention's qkv):
+    /// in a BFloat16 scope the result stays bfloat16, as under autocast, which saves a cast each way;
+    /// otherwise the same as `linear`.
+    let linearInner (layer: Linear) (x: Tensor) =
+        if lowFor x && layer.weight.dtype = ScalarType.Float32 then lowLinear x layer.weight layer.bias
+        else linear layer x
 
     /// Operands of an attention product in the current precision, with the dtype to return to.
     let operands (q: Tensor) (k: Tensor) (v: Tensor) =

@@ -30,7 +30,7 @@ type Attention(dim: int, heads: int, qkvBias: bool, kernel: AttentionKernel) as 
         // [N, L, 3D] -> [3, N, heads, L, headDim]
         // unbind, not three selects: its backward stacks the three gradients in one tensor
         // instead of adding three full-size zero-padded ones
-        let parts = (Precision.linear qkv x).reshape(n, l, 3L, int64 heads, int64 headDim).permute(2L, 0L, 3L, 1L, 4L).unbind(0L)
+        let parts = (Precision.linearInner qkv x).reshape(n, l, 3L, int64 heads, int64 headDim).permute(2L, 0L, 3L, 1L, 4L).unbind(0L)
         let q, k, v, dtype = Precision.operands parts.[0] parts.[1] parts.[2]
         let out =
             match kernel with
@@ -48,7 +48,7 @@ type Mlp(dim: int, hidden: int) as this =
     let act = GELU()
     let fc2 = Linear(int64 hidden, int64 dim)
     do this.RegisterComponents()
-    override _.forward(x: Tensor) = Precision.linear fc2 (act.forward(Precision.linear fc1 x))
+    override _.forward(x: Tensor) = Precision.linear fc2 (act.forward(Precision.linearInner fc1 x))
 
 /// Pre-norm transformer block: x + attn(norm1 x), then + mlp(norm2 x).
 /// Parameters: norm1.*, attn.*, norm2.*, mlp.* (the reference checkpoint's names).
