@@ -334,19 +334,24 @@ let dnnlCheck () =
         let b = torch.cat([| m.Features(imgs.narrow(0L, 0L, 3L), false); m.Features(imgs.narrow(0L, 3L, 3L), false); m.Features(imgs.narrow(0L, 6L, 1L), false) |], 0L)
         eprintfn "onednn %b: batch 7 vs 3+3+1 max diff %g (max abs %g)" on ((a - b).abs().max().item<float32>()) (a.abs().max().item<float32>())
     Kernels.OneDnnLinear <- true
-    let bad = ResizeArray()
-    let mutable total = 0
-    for mm in [ 1L; 7L; 16L; 50L; 64L; 100L; 128L; 150L; 200L; 256L; 350L; 400L; 512L; 1000L; 1088L; 1576L; 4160L ] do
-        for k in [ 16L; 32L; 48L; 64L; 128L; 192L; 512L; 768L ] do
-            for n in [ 32L; 48L; 96L; 128L; 192L; 384L; 512L; 576L; 768L ] do
-                let x = torch.randn(mm, k)
-                let w = torch.randn(n, k)
-                let y1 = Kernels.Linear(x, w, null)
-                let y0 = torch.nn.functional.linear(x.double(), w.double())
-                let r = ((y1.double() - y0).abs().max() / y0.abs().max()).item<float>()
-                total <- total + 1
-                if r > 1e-5 then bad.Add(sprintf "%dx%dx%d" mm k n)
-    eprintfn "threads %d: %d of %d wrong: %s" (torch.get_num_threads ()) bad.Count total (String.Join(" ", bad))
+    // the raw oneDNN call (what Kernels checks before use) and Kernels.Linear itself
+    let cu = torch.jit.compile("def lin(x: Tensor, w: Tensor) -> Tensor:\n    return torch.mkldnn_linear(x.to_mkldnn(), w, None).to_dense()\n")
+    for name, f in [ "raw mkldnn_linear", (fun (x: torch.Tensor) (w: torch.Tensor) -> cu.invoke<torch.Tensor>("lin", x, w))
+                     "Kernels.Linear", (fun x w -> Kernels.Linear(x, w, null)) ] do
+        let bad = ResizeArray()
+        let mutable total = 0
+        for mm in [ 1L; 7L; 16L; 50L; 64L; 100L; 128L; 150L; 200L; 256L; 350L; 400L; 512L; 1000L; 1088L; 1576L; 4160L ] do
+            for k in [ 16L; 32L; 48L; 64L; 128L; 192L; 512L; 768L ] do
+                for n in [ 32L; 48L; 96L; 128L; 192L; 384L; 512L; 576L; 768L ] do
+                    use _ = torch.NewDisposeScope()
+                    let x = torch.randn(mm, k)
+                    let w = torch.randn(n, k)
+                    let y1 = f x w
+                    let y0 = torch.nn.functional.linear(x.double(), w.double())
+                    let r = ((y1.double() - y0).abs().max() / y0.abs().max()).item<float>()
+                    total <- total + 1
+                    if r > 1e-5 then bad.Add(sprintf "%dx%dx%d" mm k n)
+        eprintfn "%s, threads %d: %d of %d wrong: %s" name (torch.get_num_threads ()) bad.Count total (String.Join(" ", bad))
     for (mm, k, n, reps) in [ (350L, 32L, 96L, 30); (350L, 32L, 128L, 300); (4160L, 128L, 512L, 50); (1088L, 192L, 576L, 100); (1L, 32L, 128L, 100); (7L, 32L, 128L, 100) ] do
         let mutable wrong = 0
         for _ in 1 .. reps do
@@ -495,6 +500,8 @@ let soak (steps: int) (batch: int) (marks: int list) =
             eprintfn "step %5d  rss %.1f MiB  loss %.4f  (managed heap %.1f MiB, committed %.1f MiB)" p.Step rss p.Loss
                 (float (GC.GetTotalMemory false) / 1048576.0) (float gc.TotalCommittedBytes / 1048576.0)
     let r = Pretrain.run model images options null report Threading.CancellationToken.None
+    if not (isNull (Environment.GetEnvironmentVariable "MAE_BENCH_TIMES")) then
+        eprintfn "%s" (String.Join("\n", Kernels.CheckedShapes))
     let parts = marks |> List.map (fun m -> sprintf "\"rss_mib_step_%d\":%.1f" m seen.[m]) |> String.concat ","
     let first, last = seen.[List.head marks], seen.[List.last marks]
     let line =
@@ -617,5 +624,5 @@ let main argv =
         writeResults (stepLines @ [ soakLine ] @ compareLines)
         0
     | _ ->
-        eprintfn "usage: Mae.Benchmarks [steps [CASE ...] | soak [STEPS] | compare|--compare-peer [--peer DIR] [--rounds N] [--peer-malloc tuned|default] | profile | breakdown CASE ... | forward CASE ... | kernels | cores | coreops | gemms]"
+        eprintfn "usage: Mae.Benchmarks [steps [CASE ...] | soak [STEPS] | compare|--compare-peer [--peer DIR] [--rounds N] [--peer-malloc tuned|default] | profile | breakdown CASE ... | forward CASE ... | kernels | cores | coreops | coreprefix | coreback | blockparts | gemms | linconv | dnnl | dnnlparts | dnnlcheck]"
         2
