@@ -87,8 +87,9 @@ let inputs (c: Case) =
     let images = torch.randn(int64 c.Batch, int64 c.Config.Channels, int64 h, int64 w)
     model, images, new Generator(0UL, torch.CPU)
 
-/// Times one case: `warmup` steps, then `steps` timed ones; one JSON object.
-let run (c: Case) (warmup: int) (steps: int) (fp32Matmul: float, fp32Best: float) =
+/// Times one case: `warmup` steps, then at least `minSteps` timed ones (up to 60 within a 45 s
+/// budget, as ../shared/peer/bench_mae.py does); one JSON object.
+let run (c: Case) (warmup: int) (minSteps: int) (fp32Matmul: float, fp32Best: float) =
     Runtime.tuneAllocator ()
     torch.manual_seed(0L) |> ignore
     let model, images, gen = inputs c
@@ -122,7 +123,15 @@ let run (c: Case) (warmup: int) (steps: int) (fp32Matmul: float, fp32Best: float
             opt.Step()
             opt.ZeroGrad()
     if c.Mode = EncoderOnly then model.eval () else model.train ()
-    for _ in 1 .. warmup do step ()
+    let warm =
+        [| for _ in 1 .. warmup do
+               let sw = Stopwatch.StartNew()
+               step ()
+               yield sw.Elapsed.TotalMilliseconds |]
+    // as the reference does: as many steps as fit in a 45 s budget at the warm-up's pace, at least
+    // `steps`, at most 60 (a longer window makes the median less sensitive to a slow spell)
+    let est = (Array.sort warm.[warm.Length / 2 ..]).[(warm.Length - warm.Length / 2) / 2]
+    let steps = max minSteps (min 60 (int (45000.0 / max est 1e-3)))
     let times =
         [| for _ in 1 .. steps do
                let sw = Stopwatch.StartNew()
