@@ -166,37 +166,6 @@ let blockParts () =
             let go = torch.randn(n * l, nn)
             time (sprintf "  linear %dx%dx%d" (n * l) kk nn) reps (fb (fun () -> torch.nn.functional.linear(xi, w, b)) go)
 
-/// The attention core's forward and backward, operation by operation, with autograd.
-let coreBack () =
-    for (n, l, d, h) in [ (64L, 65L, 128L, 4L); (8L, 197L, 128L, 4L) ] do
-        let hd = d / h
-        let tag = sprintf "%dx%dx%d" n l d
-        let fb (f: unit -> torch.Tensor) () =
-            use _ = torch.NewDisposeScope()
-            let y = f ()
-            y.backward([| torch.ones_like(y) |])
-        let fwd (f: unit -> torch.Tensor) () = use _ = torch.NewDisposeScope() in f () |> ignore
-        let s4 = torch.randn(n, h, l, l).requires_grad_(true)
-        let s3 = torch.randn(n * h, l, l).requires_grad_(true)
-        time (sprintf "softmax fp32-arg fwd %s" tag) 30 (fwd (fun () -> s4.softmax(-1L, ScalarType.Float32)))
-        time (sprintf "softmax fp32-arg f+b %s" tag) 30 (fb (fun () -> s4.softmax(-1L, ScalarType.Float32)))
-        time (sprintf "softmax plain f+b %s" tag) 30 (fb (fun () -> s4.softmax(-1L)))
-        time (sprintf "softmax 3d f+b %s" tag) 30 (fb (fun () -> s3.softmax(-1L)))
-        let q3 = torch.randn(n * h, l, hd).requires_grad_(true)
-        let k3 = torch.randn(n * h, l, hd).requires_grad_(true)
-        time (sprintf "bmm qkT f+b %s" tag) 30 (fb (fun () -> torch.bmm(q3, k3.transpose(1L, 2L))))
-        let q4 = torch.randn(n, h, l, hd).requires_grad_(true)
-        let k4 = torch.randn(n, h, l, hd).requires_grad_(true)
-        time (sprintf "matmul4d qkT f+b %s" tag) 30 (fb (fun () -> q4.matmul(k4.transpose(-2L, -1L))))
-        let p4 = torch.randn(n, h, l, l).requires_grad_(true)
-        time (sprintf "matmul4d pv f+b %s" tag) 30 (fb (fun () -> p4.matmul(k4)))
-        let qkv = torch.randn(n, l, 3L * d).requires_grad_(true)
-        time (sprintf "unbind+reshape f+b %s" tag) 30 (fb (fun () ->
-            let parts = qkv.reshape(n, l, 3L, h, hd).permute(2L, 0L, 3L, 1L, 4L).unbind(0L)
-            parts.[0] * 2.0f + parts.[1] + parts.[2]))
-        let o4 = torch.randn(n, h, l, hd).requires_grad_(true)
-        time (sprintf "out transpose f+b %s" tag) 30 (fb (fun () -> o4.transpose(1L, 2L).reshape(n, l, d)))
-
 /// The attention core cut at growing prefixes, forward+backward with a real upstream gradient.
 let corePrefix () =
     for (n, l, d, h) in [ (64L, 65L, 128L, 4L); (8L, 197L, 128L, 4L) ] do
@@ -239,10 +208,8 @@ let corePrefix () =
         time (sprintf "pv leafs nosm %s" tag) 30 (fb (fun () -> (q0 * sc).matmul(k0.transpose(-2L, -1L)).matmul(v0)))
         time (sprintf "pv leafs noscale %s" tag) 30 (fb (fun () -> q0.matmul(k0.transpose(-2L, -1L)).softmax(-1L).matmul(v0)))
 
-/// Linear layers through oneDNN (mkldnn_linear, reached with TorchScript) against linear (MKL).
+/// Kernels.Linear (oneDNN where trusted) against linear (MKL): values, gradients and time.
 let dnnl () =
-    let call = match Environment.GetEnvironmentVariable "DNNL_CALL" with null -> "torch._C._nn.mkldnn_linear" | s -> s
-    let cu = torch.jit.compile("def lin(x: Tensor, w: Tensor, b: Tensor) -> Tensor:\n    return " + call + "(x.to_mkldnn(), w, b).to_dense()\n")
     let shapes =
         match Environment.GetEnvironmentVariable "DNNL_SHAPES" with
         | null -> [ (4160L, 128L, 384L); (4160L, 128L, 512L); (4160L, 512L, 128L); (1088L, 192L, 576L); (1088L, 192L, 768L); (1088L, 768L, 192L); (1576L, 128L, 512L); (400L, 192L, 768L) ]
@@ -570,9 +537,6 @@ let main argv =
     | [| "blockparts" |] ->
         blockParts ()
         0
-    | [| "coreback" |] ->
-        coreBack ()
-        0
     | [| "coreprefix" |] ->
         corePrefix ()
         0
@@ -624,5 +588,5 @@ let main argv =
         writeResults (stepLines @ [ soakLine ] @ compareLines)
         0
     | _ ->
-        eprintfn "usage: Mae.Benchmarks [steps [CASE ...] | soak [STEPS] | compare|--compare-peer [--peer DIR] [--rounds N] [--peer-malloc tuned|default] | profile | breakdown CASE ... | forward CASE ... | kernels | cores | coreops | coreprefix | coreback | blockparts | gemms | linconv | dnnl | dnnlparts | dnnlcheck]"
+        eprintfn "usage: Mae.Benchmarks [steps [CASE ...] | soak [STEPS] | compare|--compare-peer [--peer DIR] [--rounds N] [--peer-malloc tuned|default] | profile | breakdown CASE ... | forward CASE ... | kernels | cores | coreops | coreprefix | blockparts | gemms | linconv | dnnl | dnnlparts | dnnlcheck]"
         2

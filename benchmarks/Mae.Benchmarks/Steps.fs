@@ -128,9 +128,10 @@ let run (c: Case) (warmup: int) (minSteps: int) (fp32Matmul: float, fp32Best: fl
                let sw = Stopwatch.StartNew()
                step ()
                yield sw.Elapsed.TotalMilliseconds |]
-    // as the reference does: as many steps as fit in a 45 s budget at the warm-up's pace, at least
-    // `steps`, at most 60 (a longer window makes the median less sensitive to a slow spell)
-    let est = (Array.sort warm.[warm.Length / 2 ..]).[(warm.Length - warm.Length / 2) / 2]
+    // as the reference does: as many steps as fit in a 45 s budget at the pace of the warm-up's
+    // second half, at least `minSteps`, at most 60 (a longer window makes the median less sensitive to a slow spell)
+    let settled = Array.sort warm.[warm.Length / 2 ..]
+    let est = settled.[settled.Length / 2]
     let steps = max minSteps (min 60 (int (45000.0 / max est 1e-3)))
     let times =
         [| for _ in 1 .. steps do

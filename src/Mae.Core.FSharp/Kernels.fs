@@ -5,7 +5,7 @@
 /// instruction set: on the AVX-512 AMD EPYC used for Mae's benchmarks its fp32 inner product is
 /// 1.5-2x faster at transformer shapes (benchmarks/README.md). libtorch reaches oneDNN for fp32
 /// linear layers only through `mkldnn_linear`, which TorchSharp does not bind, so Mae calls it from
-/// a two-line TorchScript function.
+/// small TorchScript functions.
 ///
 /// libtorch 2.10's oneDNN (3.7.1) returns wrong products on that CPU for some shapes (those whose
 /// blocked weight layout needs padding, e.g. 96 or 48 outputs; which ones also depends on the
@@ -53,7 +53,8 @@ module internal OneDnn =
                 Some cu
              with _ -> None)
 
-    let private raw (cu: torch.jit.CompilationUnit) (x: Tensor) (w: Tensor) (b: Tensor) =
+    /// x [m, k] (contiguous) W^T + b (b may be null) on oneDNN, unchecked.
+    let raw (cu: torch.jit.CompilationUnit) (x: Tensor) (w: Tensor) (b: Tensor) =
         if isNull b then cu.invoke<Tensor>("linear_nobias", x, w) else cu.invoke<Tensor>("linear", x, w, b)
 
     // (rows, inputs, outputs, bias, threads) -> oneDNN's forward and both backward products are
@@ -130,16 +131,19 @@ type Kernels private () =
             && x.numel() > 0L
             && x.shape.[x.shape.Length - 1] = weight.shape.[1]
             && (isNull bias || (bias.dtype = ScalarType.Float32 && bias.dim() = 1L && bias.shape.[0] = weight.shape.[0]))
-        match (if eligible then OneDnn.unit.Force() else None) with
-        | Some cu when x.numel() / weight.shape.[1] * weight.shape.[1] * weight.shape.[0] >= Kernels.OneDnnMinMacs ->
+        // the oneDNN functions, where this product is eligible, big enough and checked for its shape
+        let viaOneDnn =
+            if not eligible then None
+            else
+                let n, k = weight.shape.[0], weight.shape.[1]
+                let m = x.numel() / k
+                if m * k * n < Kernels.OneDnnMinMacs then None
+                else OneDnn.unit.Force() |> Option.filter (fun cu -> OneDnn.trusted cu m k n (not (isNull bias)))
+        match viaOneDnn with
+        | Some cu ->
             let k = weight.shape.[1]
-            let x2 = x.reshape(-1L, k).contiguous()
-            let w = weight.contiguous()
-            let m = x2.shape.[0]
-            if OneDnn.trusted cu m k weight.shape.[0] (not (isNull bias)) then
-                let y = if isNull bias then cu.invoke<Tensor>("linear_nobias", x2, w) else cu.invoke<Tensor>("linear", x2, w, bias)
-                let shape = Array.copy x.shape
-                shape.[shape.Length - 1] <- weight.shape.[0]
-                y.view(shape)
-            else torch.nn.functional.linear(x, weight, bias)
-        | _ -> torch.nn.functional.linear(x, weight, bias)
+            let y = OneDnn.raw cu (x.reshape(-1L, k).contiguous()) (weight.contiguous()) bias
+            let shape = Array.copy x.shape
+            shape.[shape.Length - 1] <- weight.shape.[0]
+            y.view(shape)
+        | None -> torch.nn.functional.linear(x, weight, bias)

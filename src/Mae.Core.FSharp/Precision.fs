@@ -49,6 +49,9 @@ module Precision =
     let inline private lowFor (x: Tensor) =
         AmbientPrecision.LowPrecision && (x.dtype = ScalarType.Float32 || x.dtype = bf16)
 
+    /// Whether a product of x with an (fp32 master) weight runs in bf16 here.
+    let inline private lowWith (x: Tensor) (weight: Tensor) = lowFor x && weight.dtype = ScalarType.Float32
+
     let private lowLinear (x: Tensor) (weight: Tensor) (bias: Tensor) =
         let b = if isNull bias then null else bias.to_type(bf16)
         torch.nn.functional.linear((if x.dtype = bf16 then x else x.to_type(bf16)), weight.to_type(bf16), b)
@@ -56,7 +59,7 @@ module Precision =
     /// x W^T + b in the current precision; the result is fp32 for fp32 or bf16 x in a BFloat16
     /// scope (it rejoins the fp32 residual stream), x's dtype otherwise.
     let linearWith (x: Tensor) (weight: Tensor) (bias: Tensor) =
-        if lowFor x && weight.dtype = ScalarType.Float32 then (lowLinear x weight bias).to_type(ScalarType.Float32)
+        if lowWith x weight then (lowLinear x weight bias).to_type(ScalarType.Float32)
         else Kernels.Linear(x, weight, bias)
 
     /// A Linear layer applied in the current precision.
@@ -66,7 +69,7 @@ module Precision =
     /// in a BFloat16 scope the result stays bfloat16, as under autocast, which saves a cast each way;
     /// otherwise the same as `linear`.
     let linearInner (layer: Linear) (x: Tensor) =
-        if lowFor x && layer.weight.dtype = ScalarType.Float32 then lowLinear x layer.weight layer.bias
+        if lowWith x layer.weight then lowLinear x layer.weight layer.bias
         else linear layer x
 
     /// Operands of an attention product in the current precision, with the dtype to return to.
