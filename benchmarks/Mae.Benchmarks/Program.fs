@@ -208,6 +208,61 @@ let corePrefix () =
         time (sprintf "pv leafs nosm %s" tag) 30 (fb (fun () -> (q0 * sc).matmul(k0.transpose(-2L, -1L)).matmul(v0)))
         time (sprintf "pv leafs noscale %s" tag) 30 (fb (fun () -> q0.matmul(k0.transpose(-2L, -1L)).softmax(-1L).matmul(v0)))
 
+/// A whole block as one TorchScript function (oneDNN or MKL products) against the Block module.
+let scriptBlock () =
+    let src =
+        String.concat "\n" [
+            "def lin(x: Tensor, w: Tensor, b: Tensor, dnn: bool) -> Tensor:"
+            "    if dnn:"
+            "        return torch.mkldnn_linear(x.to_mkldnn(), w, b).to_dense()"
+            "    return torch.linear(x, w, b)"
+            "def block(x: Tensor, n1w: Tensor, n1b: Tensor, qkvw: Tensor, qkvb: Tensor, pw: Tensor, pb: Tensor, n2w: Tensor, n2b: Tensor, f1w: Tensor, f1b: Tensor, f2w: Tensor, f2b: Tensor, heads: int, dnn: bool, fusemlp: bool) -> Tensor:"
+            "    N = x.size(0)"
+            "    L = x.size(1)"
+            "    D = x.size(2)"
+            "    hd = D // heads"
+            "    h = torch.layer_norm(x, [D], n1w, n1b, 1e-6).reshape(N * L, D)"
+            "    parts = lin(h, qkvw, qkvb, dnn).reshape(N, L, 3, heads, hd).permute(2, 0, 3, 1, 4).unbind(0)"
+            "    q = parts[0] * (1.0 / float(hd) ** 0.5)"
+            "    s = torch.matmul(q, parts[1].transpose(-2, -1)).softmax(-1)"
+            "    o = torch.matmul(s, parts[2]).transpose(1, 2).reshape(N * L, D)"
+            "    x = x + lin(o, pw, pb, dnn).view(N, L, D)"
+            "    h = torch.layer_norm(x, [D], n2w, n2b, 1e-6).reshape(N * L, D)"
+            "    if fusemlp:"
+            "        m = torch.mkldnn_linear(torch.gelu(torch.mkldnn_linear(h.to_mkldnn(), f1w, f1b)), f2w, f2b).to_dense()"
+            "    else:"
+            "        m = lin(torch.gelu(lin(h, f1w, f1b, dnn)), f2w, f2b, dnn)"
+            "    return x + m.view(N, L, D)"
+            "" ]
+    let cu = torch.jit.compile src
+    for (n, l, d, h) in [ (8L, 50L, 192L, 3L); (8L, 197L, 128L, 4L); (64L, 65L, 128L, 4L) ] do
+        use blk = Block.Standard(int d, int h, 4.0, Math)
+        let ps = blk.parameters() |> Array.ofSeq
+        let x = torch.randn(n, l, d).requires_grad_(true)
+        let gy = torch.randn(n, l, d)
+        let tag = sprintf "%dx%dx%d" n l d
+        let fb (f: unit -> torch.Tensor) () = use _ = torch.NewDisposeScope() in (f ()).backward([| gy |])
+        let script dnn fuse () =
+            let args : obj[] = Array.concat [ [| box x |]; ps |> Array.map box; [| box h; box dnn; box fuse |] ]
+            cu.invoke<torch.Tensor>("block", args)
+        // same values and gradients?
+        let grads (f: unit -> torch.Tensor) =
+            x.grad <- null
+            for p in ps do p.grad <- null
+            let y = f ()
+            y.backward([| gy |])
+            y.detach().clone() :: x.grad.clone() :: [ for p in ps -> p.grad.clone() ]
+        let r0 = grads (fun () -> blk.forward x)
+        for label, f in [ "mkl", script false false; "dnn", script true false; "dnn fused mlp", script true true ] do
+            let r1 = grads f
+            let err = List.map2 (fun (a: torch.Tensor) (b: torch.Tensor) -> ((a - b).abs().max().item<float32>()) / (b.abs().max().item<float32>() + 1e-6f)) r1 r0 |> List.max
+            eprintfn "%s script %s: max rel error %.1e" tag label err
+        for _ in 1 .. 2 do
+            time (sprintf "%s module" tag) 40 (fb (fun () -> blk.forward x))
+            time (sprintf "%s script mkl" tag) 40 (fb (script false false))
+            time (sprintf "%s script dnn" tag) 40 (fb (script true false))
+            time (sprintf "%s script dnn+mlp" tag) 40 (fb (script true true))
+
 /// Kernels.Linear (oneDNN where trusted) against linear (MKL): values, gradients and time.
 let dnnl () =
     let shapes =
@@ -447,6 +502,34 @@ let kernels () =
 
 let rssMiB = Steps.rssMiB
 
+/// glibc's allocator statistics (mallinfo2), all in bytes.
+[<Struct; Runtime.InteropServices.StructLayout(Runtime.InteropServices.LayoutKind.Sequential)>]
+type MallInfo2 =
+    val Arena: unativeint     // non-mmapped space obtained from the OS
+    val Ordblks: unativeint   // free chunks
+    val Smblks: unativeint
+    val Hblks: unativeint     // mmapped regions
+    val Hblkhd: unativeint    // bytes in mmapped regions
+    val Usmblks: unativeint
+    val Fsmblks: unativeint
+    val Uordblks: unativeint  // allocated (in use)
+    val Fordblks: unativeint  // free
+    val Keepcost: unativeint  // releasable at the top
+
+[<Runtime.InteropServices.DllImport("libc", EntryPoint = "mallinfo2")>]
+extern MallInfo2 private mallinfo2()
+
+[<Runtime.InteropServices.DllImport("libc", EntryPoint = "mallopt")>]
+extern int private mallopt(int param, int value)
+
+/// "heap A MiB (in use U, free F in C chunks), mmapped M MiB", or "" where there is no mallinfo2.
+let heapInfo () =
+    try
+        let m = mallinfo2 ()
+        let mib (x: unativeint) = float (uint64 x) / 1048576.0
+        sprintf "heap %.1f MiB (in use %.1f, free %.1f in %d chunks), mmapped %.1f MiB in %d" (mib m.Arena) (mib m.Uordblks) (mib m.Fordblks) (uint64 m.Ordblks) (mib m.Hblkhd) (uint64 m.Hblks)
+    with _ -> ""
+
 /// Trains the tiny preset for `steps` optimizer steps on synthetic images and reports resident
 /// memory at given steps: it must stay flat after warm-up (one dispose scope per step).
 let soak (steps: int) (batch: int) (marks: int list) =
@@ -459,7 +542,13 @@ let soak (steps: int) (batch: int) (marks: int list) =
         { PretrainOptions.defaults with
             Epochs = epochs; BatchSize = batch; BaseLr = 1e-3; MaxIterations = steps }
     let seen = Collections.Generic.Dictionary<int, float>()
+    let collect = not (isNull (Environment.GetEnvironmentVariable "MAE_BENCH_GC"))
     let report (p: PretrainProgress) =
+        if collect then
+            GC.Collect()
+            GC.WaitForPendingFinalizers()
+        if not (isNull (Environment.GetEnvironmentVariable "MAE_BENCH_HEAP")) && p.Step % 250 = 0 then
+            eprintfn "step %5d  rss %.1f MiB  %s, gen0 GCs %d\n   %O" p.Step (rssMiB ()) (heapInfo ()) (GC.CollectionCount 0) (TorchSharp.DisposeScopeManager.Statistics)
         if List.contains p.Step marks then
             let rss = rssMiB ()
             seen.[p.Step] <- rss
@@ -509,6 +598,13 @@ let steps (only: string list) =
 let main argv =
     torch.set_num_threads (match Environment.GetEnvironmentVariable "MAE_BENCH_THREADS" with null | "" -> 2 | s -> int s)
     Runtime.tuneAllocator ()
+    // MAE_BENCH_MALLOPT="param=value ...": glibc mallopt settings after Mae's own (experiments)
+    match Environment.GetEnvironmentVariable "MAE_BENCH_MALLOPT" with
+    | null | "" -> ()
+    | s ->
+        for kv in s.Split(' ', StringSplitOptions.RemoveEmptyEntries) do
+            let parts = kv.Split('=')
+            eprintfn "mallopt(%s, %s) -> %d" parts.[0] parts.[1] (mallopt (int parts.[0], int parts.[1]))
     if Environment.GetEnvironmentVariable "MAE_BENCH_ONEDNN" = "0" then Kernels.OneDnnLinear <- false
     eprintfn "threads %d, oneDNN linear %b" (torch.get_num_threads ()) Kernels.OneDnnLinear
     match argv with
@@ -539,6 +635,41 @@ let main argv =
         0
     | [| "coreprefix" |] ->
         corePrefix ()
+        0
+    | a when a.Length >= 3 && a.[0] = "ab" ->
+        // ab SETTING CASE [ROUNDS]: SETTING fusedmlp (Kernels.FusedMlp) or onednn (Kernels.OneDnnLinear)
+        let set (v: bool) () =
+            match a.[1] with
+            | "fusedmlp" -> Kernels.FusedMlp <- v
+            | "onednn" -> Kernels.OneDnnLinear <- v
+            | s -> failwithf "unknown setting %s" s
+        let rounds = if a.Length > 3 then int a.[3] else 8
+        let on, off = Steps.ab (Steps.find a.[2]) rounds (set true) (set false)
+        printfn "{\"case\":\"%s\",\"setting\":\"%s\",\"on_ms\":%.1f,\"off_ms\":%.1f,\"ratio\":%.3f}" a.[2] a.[1] on off (on / off)
+        0
+    | [| "scriptrepeat" |] ->
+        // do attention and the (fused) MLP give the same gradients on every call?
+        let x0 = torch.randn(8L, 50L, 192L)
+        use att = new Attention(192, 3, true, Math)
+        use mlp = new Mlp(192, 768)
+        for label, (m: torch.nn.Module<torch.Tensor, torch.Tensor>) in [ "attention", (att :> torch.nn.Module<torch.Tensor, torch.Tensor>); "mlp", (mlp :> torch.nn.Module<torch.Tensor, torch.Tensor>) ] do
+            let ps = m.parameters() |> Array.ofSeq
+            let grads () =
+                use _ = torch.NewDisposeScope()
+                let x = x0.detach().requires_grad_(true)
+                for p in ps do p.grad <- null
+                let y = m.forward x
+                y.square().sum().backward()
+                (x.grad :: [ for p in ps -> p.grad ]) |> List.map (fun t -> t.clone().DetachFromDisposeScope())
+            let first = grads ()
+            for i in 2 .. 8 do
+                let now = grads ()
+                let same = List.forall2 (fun (a: torch.Tensor) (b: torch.Tensor) -> a.eq(b).all().item<bool>()) first now
+                let diff = List.map2 (fun (a: torch.Tensor) (b: torch.Tensor) -> (a - b).abs().max().item<float32>()) first now |> List.max
+                eprintfn "%s call %d: same gradients as call 1: %b (max diff %g)" label i same diff
+        0
+    | [| "scriptblock" |] ->
+        scriptBlock ()
         0
     | [| "dnnl" |] ->
         dnnl ()

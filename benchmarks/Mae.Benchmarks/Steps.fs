@@ -153,3 +153,39 @@ let run (c: Case) (warmup: int) (minSteps: int) (fp32Matmul: float, fp32Best: fl
     let gflops = flops / (median / 1000.0) / 1e9
     sprintf "{\"case\":\"%s\",\"precision\":\"%s\",\"batch\":%d,\"steps\":%d,\"median_ms\":%.1f,\"min_ms\":%.1f,\"max_ms\":%.1f,\"images_per_s\":%.1f,\"gflops\":%.1f,\"fraction_of_fp32_matmul_peak\":%.3f,\"fraction_of_fp32_best_peak\":%.3f,\"process_rss_mib\":%.0f,\"threads\":%d}"
         c.Name (if c.Precision = BFloat16 then "bf16" else "fp32") c.Batch steps median sorted.[0] sorted.[sorted.Length - 1] (float c.Batch / (median / 1000.0)) gflops (gflops / fp32Matmul) (gflops / fp32Best) (rssMiB ()) (torch.get_num_threads ())
+
+/// A/B in one process: the MAE step of case `c` timed in alternating blocks of 5 steps under
+/// settings `a` and `b` (each applied before its block), after 10 warm-up steps of each; the
+/// median step time of each. Slow spells of a shared machine then hit both sides alike.
+let ab (c: Case) (rounds: int) (a: unit -> unit) (b: unit -> unit) =
+    Runtime.tuneAllocator ()
+    torch.manual_seed(0L) |> ignore
+    let model, images, gen = inputs c
+    use model = model
+    use images = images
+    use gen = gen
+    use opt = Optim.adamW 1.5e-4 (0.9, 0.95) (Optim.decayGroups 0.05 model)
+    model.train ()
+    let step () =
+        use _ = torch.NewDisposeScope()
+        let out =
+            use _ = Precision.scope c.Precision
+            model.Forward(images, gen)
+        out.Loss.item<float32>() |> ignore
+        out.Loss.backward()
+        opt.Step()
+        opt.ZeroGrad()
+    let block (set: unit -> unit) n =
+        set ()
+        [| for _ in 1 .. n do
+               let sw = Stopwatch.StartNew()
+               step ()
+               yield sw.Elapsed.TotalMilliseconds |]
+    block a 10 |> ignore
+    block b 10 |> ignore
+    let ta, tb = Collections.Generic.List<float>(), Collections.Generic.List<float>()
+    for _ in 1 .. rounds do
+        ta.AddRange(block a 5)
+        tb.AddRange(block b 5)
+    let median (xs: seq<float>) = let s = Array.sort (Array.ofSeq xs) in s.[s.Length / 2]
+    median ta, median tb

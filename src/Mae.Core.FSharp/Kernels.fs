@@ -37,6 +37,11 @@ module internal OneDnn =
             "def bias_grad(g: Tensor, x: Tensor, w: Tensor) -> Tensor:"
             "    gw, gb = torch.mkldnn_linear_backward_weights(g.to_mkldnn(), x.to_mkldnn(), w, True)"
             "    return gb"
+            // a GELU MLP whose hidden activations stay in oneDNN's layout (no copy out and back)
+            "def mlp(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:"
+            "    return torch.mkldnn_linear(torch.gelu(torch.mkldnn_linear(x.to_mkldnn(), w1, b1)), w2, b2).to_dense()"
+            "def mlp_reference(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:"
+            "    return torch.linear(torch.gelu(torch.linear(x, w1, b1)), w2, b2)"
             "" ]
 
     /// The compiled functions; None where libtorch has no oneDNN or anything else fails.
@@ -96,12 +101,51 @@ module internal OneDnn =
                     forwardOk && inputOk && weightOk
                 with _ -> false))
 
+    // (rows, inputs, hidden, outputs, threads) -> the fused MLP (oneDNN GELU between the two
+    // products) gives the composed result and gradients for this shape
+    let private mlpVerdicts = ConcurrentDictionary<struct (int64 * int64 * int64 * int64 * int), bool>()
+
+    /// Whether `mlp` equals `mlp_reference` here (value and every gradient), checked once per shape
+    /// on generated data.
+    let trustedMlp (cu: torch.jit.CompilationUnit) (m: int64) (k: int64) (hidden: int64) (n: int64) =
+        let key = struct (m, k, hidden, n, torch.get_num_threads ())
+        mlpVerdicts.GetOrAdd(key, fun _ ->
+            lock checkGen (fun () ->
+                use _ = torch.NewDisposeScope()
+                use _ = torch.enable_grad()
+                let gen = checkGen.Value
+                let leaf (shape: int64[]) = torch.randn(shape, generator = gen).requires_grad_(true)
+                let x, w1, b1, w2, b2 = leaf [| m; k |], leaf [| hidden; k |], leaf [| hidden |], leaf [| n; hidden |], leaf [| n |]
+                let g = torch.randn([| m; n |], generator = gen)
+                let run (name: string) =
+                    let leaves = [| x; w1; b1; w2; b2 |]
+                    for t in leaves do t.grad <- null
+                    let y = cu.invoke<Tensor>(name, x, w1, b1, w2, b2)
+                    y.backward([| g |])
+                    Array.append [| y.detach() |] (leaves |> Array.map (fun t -> t.grad.detach()))
+                try
+                    let got, reference = run "mlp", run "mlp_reference"
+                    Array.forall2 close got reference
+                with _ -> false))
+
+    /// Every fused-MLP shape checked so far and its verdict.
+    let checkedMlpShapes () =
+        mlpVerdicts
+        |> Seq.map (fun kv -> let struct (m, k, h, n, t) = kv.Key in (m, k, h, n, t), kv.Value)
+        |> Seq.sortBy fst
+        |> Array.ofSeq
+
 /// Kernel choices for the CPU (process-wide).
 [<AbstractClass; Sealed>]
 type Kernels private () =
     /// Whether fp32 linear layers on the CPU run through oneDNN (for the shapes where it checks
     /// out). Default true; false sends them all to libtorch's `linear` (its BLAS).
     static member val OneDnnLinear = true with get, set
+
+    /// Whether an fp32 GELU MLP whose two products run on oneDNN is computed in one TorchScript
+    /// call, its hidden activations staying in oneDNN's layout (no copy out and back). Default
+    /// true; false computes it op by op, each product still on oneDNN where trusted. Same results.
+    static member val FusedMlp = true with get, set
 
     /// The smallest product (rows x inputs x outputs multiply-adds) sent to oneDNN; smaller ones
     /// stay on `linear`, where the TorchScript call's fixed cost (~0.1 ms) would outweigh the gain.
@@ -110,36 +154,74 @@ type Kernels private () =
     /// The product shapes checked so far in this process, as "rows x inputs x outputs (bias),
     /// threads: oneDNN|linear" (where each runs).
     static member CheckedShapes : string[] =
-        OneDnn.checkedShapes ()
-        |> Array.map (fun ((m, k, n, b, t), ok) ->
-            sprintf "%dx%dx%d%s, %d threads: %s" m k n (if b then " +bias" else "") t (if ok then "oneDNN" else "linear"))
+        Array.append
+            (OneDnn.checkedShapes ()
+             |> Array.map (fun ((m, k, n, b, t), ok) ->
+                 sprintf "%dx%dx%d%s, %d threads: %s" m k n (if b then " +bias" else "") t (if ok then "oneDNN" else "linear")))
+            (OneDnn.checkedMlpShapes ()
+             |> Array.map (fun ((m, k, h, n, t), ok) ->
+                 sprintf "mlp %dx%dx%dx%d, %d threads: %s" m k h n t (if ok then "fused" else "two products")))
 
     /// Whether this libtorch can run linear layers through oneDNN (checked once, on first use).
     static member OneDnnAvailable = OneDnn.unit.Force().IsSome
+
+    /// Whether x (fp32 on the CPU, not empty) may go to oneDNN at all.
+    static member private Eligible(x: Tensor) =
+        Kernels.OneDnnLinear
+        && x.device_type = DeviceType.CPU
+        && x.dtype = ScalarType.Float32
+        && x.dim() >= 2L
+        && x.numel() > 0L
+
+    /// The oneDNN functions, where an [m, k] x [n, k]^T (+ bias) product with these parameters
+    /// fits, is big enough and is checked for its shape (the input already found Eligible).
+    static member private OneDnnFor(m: int64, k: int64, weight: Tensor, bias: Tensor) =
+        let fits =
+            weight.dtype = ScalarType.Float32
+            && weight.device_type = DeviceType.CPU
+            && weight.dim() = 2L
+            && weight.shape.[1] = k
+            && (isNull bias || (bias.dtype = ScalarType.Float32 && bias.dim() = 1L && bias.shape.[0] = weight.shape.[0]))
+        if not fits then None
+        else
+            let n = weight.shape.[0]
+            if m * k * n < Kernels.OneDnnMinMacs then None
+            else OneDnn.unit.Force() |> Option.filter (fun cu -> OneDnn.trusted cu m k n (not (isNull bias)))
+
+    /// OneDnnFor for x W^T + b.
+    static member private OneDnnFor(x: Tensor, weight: Tensor, bias: Tensor) =
+        if not (Kernels.Eligible x) then None
+        else
+            let k = x.shape.[x.shape.Length - 1]
+            Kernels.OneDnnFor(x.numel() / k, k, weight, bias)
+
+    /// GELU MLP: (gelu(x W1^T + b1)) W2^T + b2. Where both products run on oneDNN, one call keeps
+    /// the hidden activations in oneDNN's layout (checked once per shape against the composition);
+    /// otherwise each product goes through Kernels.Linear. Differentiable in every input.
+    static member Mlp(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) : Tensor =
+        let fused =
+            match (if Kernels.FusedMlp then Kernels.OneDnnFor(x, w1, b1) else None) with
+            | Some cu when not (isNull b1) && not (isNull b2) && w2.dim() = 2L ->
+                let k, h = w1.shape.[1], w1.shape.[0]
+                let m = x.numel() / k
+                match Kernels.OneDnnFor(m, h, w2, b2) with
+                | Some _ when OneDnn.trustedMlp cu m k h w2.shape.[0] -> Some cu
+                | _ -> None
+            | _ -> None
+        match fused with
+        | Some cu ->
+            let k = w1.shape.[1]
+            let y = cu.invoke<Tensor>("mlp", x.reshape(-1L, k).contiguous(), w1.contiguous(), b1, w2.contiguous(), b2)
+            let shape = Array.copy x.shape
+            shape.[shape.Length - 1] <- w2.shape.[0]
+            y.view(shape)
+        | None -> Kernels.Linear(torch.nn.functional.gelu(Kernels.Linear(x, w1, b1)), w2, b2)
 
     /// x W^T + b (bias may be null) with the kernel chosen for x's device, dtype and shape:
     /// oneDNN for fp32 on the CPU where it is enabled, available and checked for the shape,
     /// libtorch's `linear` otherwise. Differentiable in x, weight and bias either way.
     static member Linear(x: Tensor, weight: Tensor, bias: Tensor) : Tensor =
-        let eligible =
-            Kernels.OneDnnLinear
-            && x.device_type = DeviceType.CPU
-            && x.dtype = ScalarType.Float32
-            && weight.dtype = ScalarType.Float32
-            && weight.dim() = 2L
-            && x.dim() >= 2L
-            && x.numel() > 0L
-            && x.shape.[x.shape.Length - 1] = weight.shape.[1]
-            && (isNull bias || (bias.dtype = ScalarType.Float32 && bias.dim() = 1L && bias.shape.[0] = weight.shape.[0]))
-        // the oneDNN functions, where this product is eligible, big enough and checked for its shape
-        let viaOneDnn =
-            if not eligible then None
-            else
-                let n, k = weight.shape.[0], weight.shape.[1]
-                let m = x.numel() / k
-                if m * k * n < Kernels.OneDnnMinMacs then None
-                else OneDnn.unit.Force() |> Option.filter (fun cu -> OneDnn.trusted cu m k n (not (isNull bias)))
-        match viaOneDnn with
+        match Kernels.OneDnnFor(x, weight, bias) with
         | Some cu ->
             let k = weight.shape.[1]
             let y = OneDnn.raw cu (x.reshape(-1L, k).contiguous()) (weight.contiguous()) bias

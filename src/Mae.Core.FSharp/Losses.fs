@@ -18,8 +18,10 @@ let normPixTarget (eps: float) (target: Tensor) : Tensor =
     // two passes (centre, then the sum of squares): as exact as var() and much faster on a CPU
     let p = target.shape.[int target.ndim - 1]
     let centred = target - target.mean([| -1L |], keepdim = true)
-    let var = centred.square().sum([| -1L |], keepdim = true).div_((float (p - 1L)).ToScalar())
-    centred.div_(var.add_(eps.ToScalar()).sqrt_())
+    use dof = (float (p - 1L)).ToScalar()
+    use epsilon = eps.ToScalar()
+    let var = centred.square().sum([| -1L |], keepdim = true).div_(dof)
+    centred.div_(var.add_(epsilon).sqrt_())
 
 /// MAE's eps for the norm-pix target.
 let normPixEps = 1e-6

@@ -113,13 +113,22 @@ type AdamW(groups: Group[], lr: float, betas: float * float, eps: float) =
                         let grad = p.grad
                         if isNull grad then torch.zeros(p.numel(), dtype = p.dtype, device = p.device) else grad.reshape(-1L))
                 let grad = torch.cat(grads, 0L)
-                if g.WeightDecay <> 0.0 then flat.mul_((1.0 - lr * g.WeightDecay).ToScalar()) |> ignore
+                // Scalars hold native memory: disposed here, not left to the finalizer (small
+                // blocks freed at random times fragment the native heap)
+                use decay = (1.0 - lr * g.WeightDecay).ToScalar()
+                use b1 = beta1.ToScalar()
+                use b2 = beta2.ToScalar()
+                use c1 = (1.0 - beta1).ToScalar()
+                use c2 = (1.0 - beta2).ToScalar()
+                use epsScaled = (eps * bc2Sqrt).ToScalar()
+                use stepSize = (-(lr / bc1) * bc2Sqrt).ToScalar()
+                if g.WeightDecay <> 0.0 then flat.mul_(decay) |> ignore
                 let m, v = expAvg.[k], expAvgSq.[k]
-                m.mul_(beta1.ToScalar()).add_(grad, alpha = (1.0 - beta1).ToScalar()) |> ignore
-                v.mul_(beta2.ToScalar()).addcmul_(grad, grad, value = (1.0 - beta2).ToScalar()) |> ignore
+                m.mul_(b1).add_(grad, alpha = c1) |> ignore
+                v.mul_(b2).addcmul_(grad, grad, value = c2) |> ignore
                 // m / (sqrt(v) / bc2Sqrt + eps) = bc2Sqrt * m / (sqrt(v) + eps * bc2Sqrt)
-                let denom = v.sqrt().add_((eps * bc2Sqrt).ToScalar())
-                flat.addcdiv_(m, denom, value = (-(lr / bc1) * bc2Sqrt).ToScalar()) |> ignore
+                let denom = v.sqrt().add_(epsScaled)
+                flat.addcdiv_(m, denom, value = stepSize) |> ignore
 
     /// Drops every parameter's gradient (the next backward pass writes fresh ones).
     member _.ZeroGrad() =

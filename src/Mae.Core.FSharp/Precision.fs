@@ -62,6 +62,9 @@ module Precision =
         if lowWith x weight then (lowLinear x weight bias).to_type(ScalarType.Float32)
         else Kernels.Linear(x, weight, bias)
 
+    /// Whether products with x run in fp32 here (not lowered to bf16 by a BFloat16 scope).
+    let fullWith (x: Tensor) = not (lowFor x)
+
     /// A Linear layer applied in the current precision.
     let linear (layer: Linear) (x: Tensor) = linearWith x layer.weight layer.bias
 

@@ -48,7 +48,9 @@ type Mlp(dim: int, hidden: int) as this =
     let act = GELU()
     let fc2 = Linear(int64 hidden, int64 dim)
     do this.RegisterComponents()
-    override _.forward(x: Tensor) = Precision.linear fc2 (act.forward(Precision.linearInner fc1 x))
+    override _.forward(x: Tensor) =
+        if Precision.fullWith x then Kernels.Mlp(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+        else Precision.linear fc2 (act.forward(Precision.linearInner fc1 x))
 
 /// Pre-norm transformer block: x + attn(norm1 x), then + mlp(norm2 x).
 /// Parameters: norm1.*, attn.*, norm2.*, mlp.* (the reference checkpoint's names).
