@@ -522,6 +522,60 @@ extern MallInfo2 private mallinfo2()
 [<Runtime.InteropServices.DllImport("libc", EntryPoint = "mallopt")>]
 extern int private mallopt(int param, int value)
 
+/// Native bytes in use (glibc heap and mmapped blocks).
+let nativeInUse () =
+    let m = mallinfo2 ()
+    float (uint64 m.Uordblks + uint64 m.Hblkhd)
+
+/// For each operation: native memory that stays allocated after running it many times in dispose
+/// scopes and is released only by a garbage collection (objects left to finalizers), per call.
+let finalized () =
+    let x = torch.randn(64L, 192L)
+    let y = torch.randn(64L, 192L)
+    use lin = torch.nn.Linear(192L, 192L)
+    use ln = torch.nn.LayerNorm(192L)
+    use att = new Attention(192, 3, true, Math)
+    use mlp = new Mlp(192, 768)
+    let x3 = torch.randn(2L, 50L, 192L)
+    let xb = torch.randn(8L, 50L, 192L)
+    use model = MaskedAutoencoderViT.Create({ MaeConfig.tiny with Depth = 1; DecoderDepth = 1 }, 0L)
+    use g = new Generator(1UL, torch.CPU)
+    let imgs = torch.randn(4L, 1L, 28L, 28L)
+    use opt = Optim.adamW 1e-4 (0.9, 0.95) (Optim.decayGroups 0.05 model)
+    let cases : (string * (unit -> unit)) list =
+        [ "x * 0.5", (fun () -> x * 0.5 |> ignore)
+          "x.mul(0.5)", (fun () -> x.mul(0.5.ToScalar()) |> ignore)
+          "x.add(y, alpha)", (fun () -> x.add(y, alpha = (0.5).ToScalar()) |> ignore)
+          "softmax f32", (fun () -> x.softmax(-1L, ScalarType.Float32) |> ignore)
+          "linear module", (fun () -> lin.forward x |> ignore)
+          "layernorm module", (fun () -> ln.forward x |> ignore)
+          "Kernels.Linear", (fun () -> Kernels.Linear(x3, lin.weight, lin.bias) |> ignore)
+          "attention fwd+bwd", (fun () -> let z = x3.detach().requires_grad_(true) in att.forward(z).sum().backward())
+          "mlp fwd+bwd", (fun () -> let z = x3.detach().requires_grad_(true) in mlp.forward(z).sum().backward())
+          "mae step", (fun () -> model.Forward(imgs, g).Loss.backward(); opt.Step(); opt.ZeroGrad())
+          "no_grad", (fun () -> use _ = torch.no_grad() in ())
+          "Kernels.Linear invoke", (fun () -> Kernels.Linear(xb, lin.weight, lin.bias) |> ignore)
+          "Kernels.Linear invoke f+b", (fun () -> let z = xb.detach().requires_grad_(true) in Kernels.Linear(z, lin.weight, lin.bias).sum().backward())
+          "Kernels.Mlp fwd", (fun () -> use _ = torch.no_grad() in mlp.forward x3 |> ignore)
+          "sum().backward()", (fun () -> let z = x.detach().requires_grad_(true) in z.sum().backward())
+          "x.data[0]", (fun () -> use d = x.sum().data<float32>() in d.[0L] |> ignore)
+          "x.ToSingle", (fun () -> x.sum().ToSingle() |> ignore)
+          "x.item", (fun () -> x.sum().item<float32>() |> ignore) ]
+    for name, f in cases do
+        for _ in 1 .. 20 do (use _ = torch.NewDisposeScope() in f ())
+        GC.Collect()
+        GC.WaitForPendingFinalizers()
+        GC.Collect()
+        let n = 2000
+        let before = nativeInUse ()
+        for _ in 1 .. n do (use _ = torch.NewDisposeScope() in f ())
+        let held = nativeInUse ()
+        GC.Collect()
+        GC.WaitForPendingFinalizers()
+        GC.Collect()
+        let after = nativeInUse ()
+        eprintfn "%-20s held until GC: %7.1f bytes per call (in use +%.0f KiB before GC, +%.0f KiB after)" name ((held - after) / float n) ((held - before) / 1024.0) ((after - before) / 1024.0)
+
 /// "heap A MiB (in use U, free F in C chunks), mmapped M MiB", or "" where there is no mallinfo2.
 let heapInfo () =
     try
@@ -646,6 +700,9 @@ let main argv =
         let rounds = if a.Length > 3 then int a.[3] else 8
         let on, off = Steps.ab (Steps.find a.[2]) rounds (set true) (set false)
         printfn "{\"case\":\"%s\",\"setting\":\"%s\",\"on_ms\":%.1f,\"off_ms\":%.1f,\"ratio\":%.3f}" a.[2] a.[1] on off (on / off)
+        0
+    | [| "finalized" |] ->
+        finalized ()
         0
     | [| "scriptrepeat" |] ->
         // do attention and the (fused) MLP give the same gradients on every call?

@@ -108,7 +108,7 @@ let run (c: Case) (warmup: int) (minSteps: int) (fp32Matmul: float, fp32Best: fl
         let ids = torch.arange(l).unsqueeze(0L).expand(n, l)
         let hidden = m.Mask.unsqueeze(-1L)
         { Visible = x * (1.0 - hidden) + maskToken * hidden; Mask = m.Mask; IdsKeep = ids; IdsRestore = ids }
-    let step () =
+    let stepBody () =
         use _ = torch.NewDisposeScope()
         match c.Mode with
         | EncoderOnly ->
@@ -122,6 +122,10 @@ let run (c: Case) (warmup: int) (minSteps: int) (fp32Matmul: float, fp32Best: fl
             out.Loss.backward()
             opt.Step()
             opt.ZeroGrad()
+    let step () =
+        stepBody ()
+        // as Pretrain.run does after each training step
+        if c.Mode <> EncoderOnly then Runtime.endOfStep ()
     if c.Mode = EncoderOnly then model.eval () else model.train ()
     let warm =
         [| for _ in 1 .. warmup do
@@ -175,6 +179,9 @@ let ab (c: Case) (rounds: int) (a: unit -> unit) (b: unit -> unit) =
         out.Loss.backward()
         opt.Step()
         opt.ZeroGrad()
+    let step () =
+        step ()
+        Runtime.endOfStep ()
     let block (set: unit -> unit) n =
         set ()
         [| for _ in 1 .. n do
@@ -184,8 +191,11 @@ let ab (c: Case) (rounds: int) (a: unit -> unit) (b: unit -> unit) =
     block a 10 |> ignore
     block b 10 |> ignore
     let ta, tb = Collections.Generic.List<float>(), Collections.Generic.List<float>()
-    for _ in 1 .. rounds do
-        ta.AddRange(block a 5)
-        tb.AddRange(block b 5)
+    let verbose = not (isNull (Environment.GetEnvironmentVariable "MAE_BENCH_TIMES"))
+    for r in 1 .. rounds do
+        let xa, xb = block a 5, block b 5
+        if verbose then eprintfn "round %d: %s | %s" r (String.Join(" ", xa |> Array.map (sprintf "%.0f"))) (String.Join(" ", xb |> Array.map (sprintf "%.0f")))
+        ta.AddRange xa
+        tb.AddRange xb
     let median (xs: seq<float>) = let s = Array.sort (Array.ofSeq xs) in s.[s.Length / 2]
     median ta, median tb

@@ -113,16 +113,19 @@ module FineTune =
                 use order = Pretrain.epochOrder o.Seed epoch n
                 let mutable sum = 0.0
                 for b in 0 .. perEpoch - 1 do
-                    use _ = torch.NewDisposeScope()
-                    Optim.setLr opt gs (Optim.scheduledLr lr 1e-6 warmup total it)
-                    let idx = order.narrow(0L, int64 (b * o.BatchSize), int64 o.BatchSize)
-                    let x = images.index_select(0L, idx).``to``(device)
-                    let y = labels.index_select(0L, idx).``to``(device)
-                    let loss = torch.nn.functional.cross_entropy(m.forward(x), y, label_smoothing = o.LabelSmoothing)
-                    opt.ZeroGrad()
-                    loss.backward()
-                    opt.Step()
-                    sum <- sum + float (loss.item<float32>())
+                    let stepLoss =
+                        use _ = torch.NewDisposeScope()
+                        Optim.setLr opt gs (Optim.scheduledLr lr 1e-6 warmup total it)
+                        let idx = order.narrow(0L, int64 (b * o.BatchSize), int64 o.BatchSize)
+                        let x = images.index_select(0L, idx).``to``(device)
+                        let y = labels.index_select(0L, idx).``to``(device)
+                        let loss = torch.nn.functional.cross_entropy(m.forward(x), y, label_smoothing = o.LabelSmoothing)
+                        opt.ZeroGrad()
+                        loss.backward()
+                        opt.Step()
+                        float (loss.item<float32>())
+                    Runtime.endOfStep ()
+                    sum <- sum + stepLoss
                     it <- it + 1
                 losses.Add(sum / float perEpoch)
         m.eval ()

@@ -34,9 +34,12 @@ let private checkShapes (pred: Tensor) (target: Tensor) (mask: Tensor) =
     if mask.shape.[0] <> pred.shape.[0] || mask.shape.[1] <> pred.shape.[1] then
         Guard.fail "mask" (Guard.shapeOf mask) (sprintf "[%d, %d]" pred.shape.[0] pred.shape.[1])
 
+// made once: a Scalar made per call holds native memory until the garbage collector finalizes it
+let private one = (1.0).ToScalar()
+
 /// Mean over hidden tokens of a per-token loss [N, L]; zero when nothing is hidden.
 let meanOverHidden (perToken: Tensor) (mask: Tensor) : Tensor =
-    (perToken * mask).sum() / mask.sum().clamp_min(1.0)
+    (perToken * mask).sum() / mask.sum().clamp_min(one)
 
 /// Masked MSE: per-token mean squared error, averaged over hidden tokens only.
 let maskedMse : ReconstructionLoss =

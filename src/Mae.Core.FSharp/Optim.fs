@@ -85,6 +85,9 @@ type AdamW(groups: Group[], lr: float, betas: float * float, eps: float) =
     let expAvg = flats |> Array.map (fun flat -> torch.zeros_like(flat))
     let expAvgSq = flats |> Array.map (fun flat -> torch.zeros_like(flat))
     let mutable steps = 0L
+    // 1 - beta1 as the 0-dim tensor lerp_ takes (TorchSharp binds only the tensor-weight lerp_),
+    // one per group in its dtype and on its device
+    let lerpWeights = flats |> Array.map (fun flat -> torch.tensor(1.0 - beta1, dtype = flat.dtype, device = flat.device))
 
     /// The learning rate of group `i` (lr times its scale until set).
     member _.LearningRate(i: int) = lrs.[i]
@@ -116,15 +119,14 @@ type AdamW(groups: Group[], lr: float, betas: float * float, eps: float) =
                 // Scalars hold native memory: disposed here, not left to the finalizer (small
                 // blocks freed at random times fragment the native heap)
                 use decay = (1.0 - lr * g.WeightDecay).ToScalar()
-                use b1 = beta1.ToScalar()
                 use b2 = beta2.ToScalar()
-                use c1 = (1.0 - beta1).ToScalar()
                 use c2 = (1.0 - beta2).ToScalar()
                 use epsScaled = (eps * bc2Sqrt).ToScalar()
                 use stepSize = (-(lr / bc1) * bc2Sqrt).ToScalar()
                 if g.WeightDecay <> 0.0 then flat.mul_(decay) |> ignore
                 let m, v = expAvg.[k], expAvgSq.[k]
-                m.mul_(b1).add_(grad, alpha = c1) |> ignore
+                // m <- b1 m + (1 - b1) g as one pass (torch.optim.AdamW's lerp)
+                m.lerp_(grad, lerpWeights.[k]) |> ignore
                 v.mul_(b2).addcmul_(grad, grad, value = c2) |> ignore
                 // m / (sqrt(v) / bc2Sqrt + eps) = bc2Sqrt * m / (sqrt(v) + eps * bc2Sqrt)
                 let denom = v.sqrt().add_(epsScaled)
@@ -162,6 +164,7 @@ type AdamW(groups: Group[], lr: float, betas: float * float, eps: float) =
 
     interface IDisposable with
         member _.Dispose() =
+            for t in lerpWeights do t.Dispose()
             for t in expAvg do t.Dispose()
             for t in expAvgSq do t.Dispose()
             for flat in flats do flat.Dispose()

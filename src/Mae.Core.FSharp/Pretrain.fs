@@ -167,6 +167,7 @@ module Pretrain =
                         optimizer.Step()
                         optimizer.ZeroGrad()
                     value
+                Runtime.endOfStep ()
                 it <- it + 1
                 lastLoss <- stepLoss
                 sum <- sum + stepLoss

@@ -20,6 +20,8 @@ type Attention(dim: int, heads: int, qkvBias: bool, kernel: AttentionKernel) as 
     do
         if dim % heads <> 0 then Guard.fail "heads" heads (sprintf "a divisor of the width %d" dim)
     let headDim = dim / heads
+    // 1 / sqrt(headDim), made once (a Scalar per call would hold native memory until finalized)
+    let scale = (1.0 / sqrt (float headDim)).ToScalar()
     let qkv = Linear(int64 dim, int64 (3 * dim), hasBias = qkvBias)
     let proj = Linear(int64 dim, int64 dim)
     do this.RegisterComponents()
@@ -37,7 +39,7 @@ type Attention(dim: int, heads: int, qkvBias: bool, kernel: AttentionKernel) as 
             | Sdpa -> torch.nn.functional.scaled_dot_product_attention(q, k, v)
             | Math ->
                 // scale q (N*h*L*d values) rather than the scores (N*h*L*L); softmax in fp32
-                let scores = (q * (1.0 / sqrt (float headDim))).matmul(k.transpose(-2L, -1L))
+                let scores = (q * scale).matmul(k.transpose(-2L, -1L))
                 scores.softmax(-1L, ScalarType.Float32).to_type(v.dtype).matmul(v)
         Precision.linear proj (out.to_type(dtype).transpose(1L, 2L).reshape(n, l, int64 dim))
 
