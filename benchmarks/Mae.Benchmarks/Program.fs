@@ -561,6 +561,14 @@ let finalized () =
           "x.data[0]", (fun () -> use d = x.sum().data<float32>() in d.[0L] |> ignore)
           "x.ToSingle", (fun () -> x.sum().ToSingle() |> ignore)
           "x.item", (fun () -> x.sum().item<float32>() |> ignore) ]
+    // what Runtime.endOfStep costs after a (small) MAE step
+    let costs =
+        [| for _ in 1 .. 200 do
+               (use _ = torch.NewDisposeScope() in model.Forward(imgs, g).Loss.backward(); opt.Step(); opt.ZeroGrad())
+               let sw = Stopwatch.StartNew()
+               Runtime.endOfStep ()
+               yield sw.Elapsed.TotalMilliseconds |] |> Array.sort
+    eprintfn "Runtime.endOfStep after a step: median %.3f ms, max %.3f ms" costs.[100] costs.[199]
     for name, f in cases do
         for _ in 1 .. 20 do (use _ = torch.NewDisposeScope() in f ())
         GC.Collect()
@@ -760,7 +768,7 @@ let main argv =
             | _ :: rest -> opt name def rest
             | [] -> def
         let rest = List.ofArray a.[1..]
-        Compare.run (opt "--peer" "../shared/peer" rest) (int (opt "--rounds" "3" rest)) (opt "--peer-malloc" "tuned" rest) |> ignore
+        Compare.run (opt "--peer" "../shared/peer" rest) (int (opt "--rounds" "5" rest)) (opt "--peer-malloc" "tuned" rest) |> ignore
         0
     | [||] ->
         // everything: the 5,000-step soak (first, so that its resident memory is the training
@@ -769,7 +777,7 @@ let main argv =
         let stepLines = steps []
         let compareLines =
             if IO.File.Exists "../shared/peer/bench_mae.py" && IO.File.Exists "/usr/bin/python3" then
-                Compare.run "../shared/peer" 3 "tuned"
+                Compare.run "../shared/peer" 5 "tuned"
             else
                 eprintfn "no ../shared/peer/bench_mae.py (or /usr/bin/python3): comparison skipped"
                 []
