@@ -31,7 +31,8 @@ let tuneAllocator () =
 /// TorchScript calls and their backward); the garbage collector frees them whenever it happens
 /// to run, scattering small native blocks between the step's large ones, and over thousands of
 /// steps the native heap fragments and grows. Collecting here frees them at the same point of
-/// every step (a young-generation collection of a small managed heap: well under a millisecond).
+/// every step. It is a collection of the young generations of a small managed heap: a median of
+/// 0.7 ms after a small MAE step on a 2-core machine (benchmarks: `finalized`).
 let endOfStep () =
     GC.Collect(1, GCCollectionMode.Forced, true)
     GC.WaitForPendingFinalizers()
