@@ -87,9 +87,10 @@ let inputs (c: Case) =
     let images = torch.randn(int64 c.Batch, int64 c.Config.Channels, int64 h, int64 w)
     model, images, new Generator(0UL, torch.CPU)
 
-/// Times one case: `warmup` steps, then at least `minSteps` timed ones (up to 60 within a 45 s
-/// budget, as ../shared/peer/bench_mae.py does); one JSON object.
-let run (c: Case) (warmup: int) (minSteps: int) (fp32Matmul: float, fp32Best: float) =
+/// Runs `f` with the step of case `c` (model seed 0, its images, AdamW 1.5e-4 / (0.9, 0.95) with
+/// weight decay 0.05): forward, loss, `.item()`, backward, AdamW step, zero grad and
+/// Runtime.endOfStep, as Pretrain.run does; encoder-only inference for EncoderOnly.
+let withStep (c: Case) (f: (unit -> unit) -> 'a) : 'a =
     Runtime.tuneAllocator ()
     torch.manual_seed(0L) |> ignore
     let model, images, gen = inputs c
@@ -124,24 +125,30 @@ let run (c: Case) (warmup: int) (minSteps: int) (fp32Matmul: float, fp32Best: fl
             opt.ZeroGrad()
     let step () =
         stepBody ()
-        // as Pretrain.run does after each training step
         if c.Mode <> EncoderOnly then Runtime.endOfStep ()
     if c.Mode = EncoderOnly then model.eval () else model.train ()
-    let warm =
-        [| for _ in 1 .. warmup do
-               let sw = Stopwatch.StartNew()
-               step ()
-               yield sw.Elapsed.TotalMilliseconds |]
-    // as the reference does: as many steps as fit in a 45 s budget at the pace of the warm-up's
-    // second half, at least `minSteps`, at most 60 (a longer window makes the median less sensitive to a slow spell)
-    let settled = Array.sort warm.[warm.Length / 2 ..]
-    let est = settled.[settled.Length / 2]
-    let steps = max minSteps (min 60 (int (45000.0 / max est 1e-3)))
-    let times =
-        [| for _ in 1 .. steps do
-               let sw = Stopwatch.StartNew()
-               step ()
-               yield sw.Elapsed.TotalMilliseconds |]
+    f step
+
+/// Milliseconds of each of `n` calls of `step`.
+let timed (step: unit -> unit) (n: int) =
+    [| for _ in 1 .. n do
+           let sw = Stopwatch.StartNew()
+           step ()
+           yield sw.Elapsed.TotalMilliseconds |]
+
+/// Times one case: `warmup` steps, then at least `minSteps` timed ones (up to 60 within a 45 s
+/// budget, as ../shared/peer/bench_mae.py does); one JSON object.
+let run (c: Case) (warmup: int) (minSteps: int) (fp32Matmul: float, fp32Best: float) =
+    let steps, times, rss =
+        withStep c (fun step ->
+            let warm = timed step warmup
+            // as the reference does: as many steps as fit in a 45 s budget at the pace of the warm-up's
+            // second half, at least `minSteps`, at most 60 (a longer window makes the median less sensitive to a slow spell)
+            let settled = Array.sort warm.[warm.Length / 2 ..]
+            let est = settled.[settled.Length / 2]
+            let steps = max minSteps (min 60 (int (45000.0 / max est 1e-3)))
+            let times = timed step steps
+            steps, times, rssMiB ())
     if not (isNull (Environment.GetEnvironmentVariable "MAE_BENCH_TIMES")) then
         eprintfn "%s times: %s" c.Name (String.Join(" ", times |> Array.map (sprintf "%.0f")))
         eprintfn "%s" (String.Join("\n", Kernels.CheckedShapes))
@@ -156,46 +163,24 @@ let run (c: Case) (warmup: int) (minSteps: int) (fp32Matmul: float, fp32Best: fl
     let flops = if c.Mode = EncoderOnly then fwd else 3.0 * fwd
     let gflops = flops / (median / 1000.0) / 1e9
     sprintf "{\"case\":\"%s\",\"precision\":\"%s\",\"batch\":%d,\"steps\":%d,\"median_ms\":%.1f,\"min_ms\":%.1f,\"max_ms\":%.1f,\"images_per_s\":%.1f,\"gflops\":%.1f,\"fraction_of_fp32_matmul_peak\":%.3f,\"fraction_of_fp32_best_peak\":%.3f,\"process_rss_mib\":%.0f,\"threads\":%d}"
-        c.Name (if c.Precision = BFloat16 then "bf16" else "fp32") c.Batch steps median sorted.[0] sorted.[sorted.Length - 1] (float c.Batch / (median / 1000.0)) gflops (gflops / fp32Matmul) (gflops / fp32Best) (rssMiB ()) (torch.get_num_threads ())
+        c.Name (if c.Precision = BFloat16 then "bf16" else "fp32") c.Batch steps median sorted.[0] sorted.[sorted.Length - 1] (float c.Batch / (median / 1000.0)) gflops (gflops / fp32Matmul) (gflops / fp32Best) rss (torch.get_num_threads ())
 
 /// A/B in one process: the MAE step of case `c` timed in alternating blocks of 5 steps under
 /// settings `a` and `b` (each applied before its block), after 10 warm-up steps of each; the
 /// median step time of each. Slow spells of a shared machine then hit both sides alike.
 let ab (c: Case) (rounds: int) (a: unit -> unit) (b: unit -> unit) =
-    Runtime.tuneAllocator ()
-    torch.manual_seed(0L) |> ignore
-    let model, images, gen = inputs c
-    use model = model
-    use images = images
-    use gen = gen
-    use opt = Optim.adamW 1.5e-4 (0.9, 0.95) (Optim.decayGroups 0.05 model)
-    model.train ()
-    let step () =
-        use _ = torch.NewDisposeScope()
-        let out =
-            use _ = Precision.scope c.Precision
-            model.Forward(images, gen)
-        out.Loss.item<float32>() |> ignore
-        out.Loss.backward()
-        opt.Step()
-        opt.ZeroGrad()
-    let step () =
-        step ()
-        Runtime.endOfStep ()
-    let block (set: unit -> unit) n =
-        set ()
-        [| for _ in 1 .. n do
-               let sw = Stopwatch.StartNew()
-               step ()
-               yield sw.Elapsed.TotalMilliseconds |]
-    block a 10 |> ignore
-    block b 10 |> ignore
-    let ta, tb = Collections.Generic.List<float>(), Collections.Generic.List<float>()
-    let verbose = not (isNull (Environment.GetEnvironmentVariable "MAE_BENCH_TIMES"))
-    for r in 1 .. rounds do
-        let xa, xb = block a 5, block b 5
-        if verbose then eprintfn "round %d: %s | %s" r (String.Join(" ", xa |> Array.map (sprintf "%.0f"))) (String.Join(" ", xb |> Array.map (sprintf "%.0f")))
-        ta.AddRange xa
-        tb.AddRange xb
-    let median (xs: seq<float>) = let s = Array.sort (Array.ofSeq xs) in s.[s.Length / 2]
-    median ta, median tb
+    withStep c (fun step ->
+        let block (set: unit -> unit) n =
+            set ()
+            timed step n
+        block a 10 |> ignore
+        block b 10 |> ignore
+        let ta, tb = Collections.Generic.List<float>(), Collections.Generic.List<float>()
+        let verbose = not (isNull (Environment.GetEnvironmentVariable "MAE_BENCH_TIMES"))
+        for r in 1 .. rounds do
+            let xa, xb = block a 5, block b 5
+            if verbose then eprintfn "round %d: %s | %s" r (String.Join(" ", xa |> Array.map (sprintf "%.0f"))) (String.Join(" ", xb |> Array.map (sprintf "%.0f")))
+            ta.AddRange xa
+            tb.AddRange xb
+        let median (xs: seq<float>) = let s = Array.sort (Array.ofSeq xs) in s.[s.Length / 2]
+        median ta, median tb)

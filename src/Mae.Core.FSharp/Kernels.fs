@@ -78,28 +78,30 @@ module internal OneDnn =
         let scale = reference.abs().max().item<float32>() + 1e-6f
         (a - reference).abs().max().item<float32>() <= 1e-4f * scale
 
+    /// The verdict of `check` for `key`, run once (on the private generator, in its own dispose
+    /// scope; an exception counts as a failure) and remembered.
+    let private checkOnce (known: ConcurrentDictionary<'k, bool>) (key: 'k) (check: torch.Generator -> bool) =
+        known.GetOrAdd(key, fun _ ->
+            lock checkGen (fun () ->
+                use _ = torch.NewDisposeScope()
+                try check checkGen.Value with _ -> false))
+
     /// Whether oneDNN computes an [m, k] x [n, k]^T (+ bias) product and its gradients (input,
     /// weight, bias) right here: checked on generated data against BLAS the first time the shape
     /// is seen with this thread count.
     let trusted (cu: torch.jit.CompilationUnit) (m: int64) (k: int64) (n: int64) (bias: bool) =
-        let key = struct (m, k, n, bias, torch.get_num_threads ())
-        verdicts.GetOrAdd(key, fun _ ->
-            lock checkGen (fun () ->
-                use _ = torch.NewDisposeScope()
-                use _ = torch.no_grad()
-                let gen = checkGen.Value
-                let x = torch.randn([| m; k |], generator = gen)
-                let w = torch.randn([| n; k |], generator = gen)
-                let b = if bias then torch.randn([| n |], generator = gen) else null
-                let g = torch.randn([| m; n |], generator = gen)
-                try
-                    let forwardOk = close (raw cu x w b) (torch.nn.functional.linear(x, w, b))
-                    let inputOk = close (cu.invoke<Tensor>("input_grad", x, g, w)) (g.mm(w))
-                    let weightOk =
-                        close (cu.invoke<Tensor>("weight_grad", g, x, w, bias)) (g.t().mm(x))
-                        && (not bias || close (cu.invoke<Tensor>("bias_grad", g, x, w)) (g.sum(0L)))
-                    forwardOk && inputOk && weightOk
-                with _ -> false))
+        checkOnce verdicts (struct (m, k, n, bias, torch.get_num_threads ())) (fun gen ->
+            use _ = torch.no_grad()
+            let x = torch.randn([| m; k |], generator = gen)
+            let w = torch.randn([| n; k |], generator = gen)
+            let b = if bias then torch.randn([| n |], generator = gen) else null
+            let g = torch.randn([| m; n |], generator = gen)
+            let forwardOk = close (raw cu x w b) (torch.nn.functional.linear(x, w, b))
+            let inputOk = close (cu.invoke<Tensor>("input_grad", x, g, w)) (g.mm(w))
+            let weightOk =
+                close (cu.invoke<Tensor>("weight_grad", g, x, w, bias)) (g.t().mm(x))
+                && (not bias || close (cu.invoke<Tensor>("bias_grad", g, x, w)) (g.sum(0L)))
+            forwardOk && inputOk && weightOk)
 
     // (rows, inputs, hidden, outputs, threads) -> the fused MLP (oneDNN GELU between the two
     // products) gives the composed result and gradients for this shape
@@ -108,25 +110,17 @@ module internal OneDnn =
     /// Whether `mlp` equals `mlp_reference` here (value and every gradient), checked once per shape
     /// on generated data.
     let trustedMlp (cu: torch.jit.CompilationUnit) (m: int64) (k: int64) (hidden: int64) (n: int64) =
-        let key = struct (m, k, hidden, n, torch.get_num_threads ())
-        mlpVerdicts.GetOrAdd(key, fun _ ->
-            lock checkGen (fun () ->
-                use _ = torch.NewDisposeScope()
-                use _ = torch.enable_grad()
-                let gen = checkGen.Value
-                let leaf (shape: int64[]) = torch.randn(shape, generator = gen).requires_grad_(true)
-                let x, w1, b1, w2, b2 = leaf [| m; k |], leaf [| hidden; k |], leaf [| hidden |], leaf [| n; hidden |], leaf [| n |]
-                let g = torch.randn([| m; n |], generator = gen)
-                let run (name: string) =
-                    let leaves = [| x; w1; b1; w2; b2 |]
-                    for t in leaves do t.grad <- null
-                    let y = cu.invoke<Tensor>(name, x, w1, b1, w2, b2)
-                    y.backward([| g |])
-                    Array.append [| y.detach() |] (leaves |> Array.map (fun t -> t.grad.detach()))
-                try
-                    let got, reference = run "mlp", run "mlp_reference"
-                    Array.forall2 close got reference
-                with _ -> false))
+        checkOnce mlpVerdicts (struct (m, k, hidden, n, torch.get_num_threads ())) (fun gen ->
+            use _ = torch.enable_grad()
+            let leaf (shape: int64[]) = torch.randn(shape, generator = gen).requires_grad_(true)
+            let leaves = [| leaf [| m; k |]; leaf [| hidden; k |]; leaf [| hidden |]; leaf [| n; hidden |]; leaf [| n |] |]
+            let g = torch.randn([| m; n |], generator = gen)
+            let run (name: string) =
+                for t in leaves do t.grad <- null
+                let y = cu.invoke<Tensor>(name, leaves |> Array.map box)
+                y.backward([| g |])
+                Array.append [| y.detach() |] (leaves |> Array.map (fun t -> t.grad.detach()))
+            Array.forall2 close (run "mlp") (run "mlp_reference"))
 
     /// Every fused-MLP shape checked so far and its verdict.
     let checkedMlpShapes () =
