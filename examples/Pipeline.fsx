@@ -40,7 +40,7 @@ printfn "tokens %A, visible %A, hidden per sample %A" tokens.shape masking.Visib
 
 // a small model, pretrained, then probed; its reconstructions written to a PNG
 let config = { MaeConfig.tiny with EmbedDim = 64; Depth = 2; Heads = 4; DecoderEmbedDim = 64; DecoderHeads = 4 }
-let model = MaskedAutoencoderViT.Create(config, 0L)
+let model = MaskedAutoencoder.Create(config, 0L)
 let options = { PretrainOptions.defaults with Epochs = epochs; BatchSize = min 256 train.Count; BaseLr = 1e-3 }
 let result = Pretrain.run model train.Images options null ignore CancellationToken.None
 printfn "pretrained %d steps, loss %.4f -> %.4f" result.Steps result.EpochLosses.[0] result.FinalLoss

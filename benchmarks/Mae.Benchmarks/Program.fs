@@ -17,7 +17,7 @@ let time (label: string) (reps: int) (f: unit -> unit) =
 
 let profile (kernel: AttentionKernel) =
     let cfg = { MaeConfig.tiny with Attention = kernel }
-    use model = MaskedAutoencoderViT.Create(cfg, 0L)
+    use model = MaskedAutoencoder.Create(cfg, 0L)
     let x = torch.randn(256L, 1L, 28L, 28L)
     use g = new Generator(0UL, torch.CPU)
     use opt = Optim.adamW 1e-3 (0.9, 0.95) (Optim.decayGroups 0.05 model)
@@ -78,12 +78,12 @@ let forwardParts (name: string) =
     time "encoder" 20 (fun () -> use _ = torch.NewDisposeScope() in model.ForwardEncoder(images, gen) |> ignore)
     let enc = model.ForwardEncoder(images, gen)
     let latent = enc.Latent.detach().requires_grad_(true)
-    time "decoder" 20 (fun () -> use _ = torch.NewDisposeScope() in model.ForwardDecoder(latent, enc.Masking.IdsRestore) |> ignore)
-    let pred = model.ForwardDecoder(latent, enc.Masking.IdsRestore).detach().requires_grad_(true)
+    time "decoder" 20 (fun () -> use _ = torch.NewDisposeScope() in model.ForwardDecoder({ enc with Latent = latent }) |> ignore)
+    let pred = model.ForwardDecoder({ enc with Latent = latent }).detach().requires_grad_(true)
     time "loss" 20 (fun () -> use _ = torch.NewDisposeScope() in model.ForwardLoss(images, pred, enc.Masking.Mask) |> ignore)
     time "forward" 20 (fun () -> use _ = torch.NewDisposeScope() in model.Forward(images, gen) |> ignore)
-    time "patchify" 20 (fun () -> use _ = torch.NewDisposeScope() in model.Patchify(images) |> ignore)
-    let t = model.Patchify(images)
+    time "patchify" 20 (fun () -> use _ = torch.NewDisposeScope() in model.Target(images) |> ignore)
+    let t = model.Target(images)
     time "mean" 20 (fun () -> use _ = torch.NewDisposeScope() in t.mean([| -1L |], keepdim = true) |> ignore)
     time "var" 20 (fun () -> use _ = torch.NewDisposeScope() in t.var(-1L, unbiased = true, keepdim = true) |> ignore)
     time "normpix" 20 (fun () -> use _ = torch.NewDisposeScope() in Losses.normPixTarget 1e-6 t |> ignore)
@@ -345,7 +345,7 @@ let dnnlCheck () =
     let small = { MaeConfig.tiny with EmbedDim = 32; Depth = 2; Heads = 2; DecoderEmbedDim = 32; DecoderDepth = 1; DecoderHeads = 2 }
     eprintfn "available %b" Kernels.OneDnnAvailable
     Kernels.OneDnnMinMacs <- 0L
-    use m = MaskedAutoencoderViT.Create(small, 0L)
+    use m = MaskedAutoencoder.Create(small, 0L)
     m.eval ()
     let g = new Generator(34UL, torch.CPU)
     let imgs = torch.randn([| 7L; 1L; 28L; 28L |], generator = g)
@@ -538,7 +538,7 @@ let finalized () =
     use mlp = new Mlp(192, 768)
     let x3 = torch.randn(2L, 50L, 192L)
     let xb = torch.randn(8L, 50L, 192L)
-    use model = MaskedAutoencoderViT.Create({ MaeConfig.tiny with Depth = 1; DecoderDepth = 1 }, 0L)
+    use model = MaskedAutoencoder.Create({ MaeConfig.tiny with Depth = 1; DecoderDepth = 1 }, 0L)
     use g = new Generator(1UL, torch.CPU)
     let imgs = torch.randn(4L, 1L, 28L, 28L)
     use opt = Optim.adamW 1e-4 (0.9, 0.95) (Optim.decayGroups 0.05 model)
@@ -596,7 +596,7 @@ let heapInfo () =
 /// memory at given steps: it must stay flat after warm-up (one dispose scope per step).
 let soak (steps: int) (batch: int) (marks: int list) =
     let cfg = MaeConfig.tiny
-    use model = MaskedAutoencoderViT.Create(cfg, 0L)
+    use model = MaskedAutoencoder.Create(cfg, 0L)
     let n = batch * 16
     use images = torch.randn(int64 n, 1L, 28L, 28L)
     let epochs = (steps + 15) / 16

@@ -14,8 +14,7 @@ let rssMiB () =
     float p.WorkingSet64 / 1048576.0
 
 let private vit img patch d depth heads dd ddepth dheads ratio =
-    { MaeConfig.tiny with
-        ImageSize = (img, img); PatchSize = (patch, patch); Channels = 3
+    { MaeConfig.withImage (img, img) (patch, patch) 3 MaeConfig.tiny with
         EmbedDim = d; Depth = depth; Heads = heads
         DecoderEmbedDim = dd; DecoderDepth = ddepth; DecoderHeads = dheads
         Masking = RandomPerSample ratio; NormPixLoss = true }
@@ -48,14 +47,14 @@ let cases =
 /// patches alone) and prediction. Backward is counted as twice the forward.
 let forwardFlops (c: MaeConfig) (batch: int) (encoderTokens: int) (withDecoder: bool) =
     let block d tokens = 2.0 * float tokens * (12.0 * float d * float d) + 2.0 * 2.0 * float tokens * float tokens * float d
-    let l = c.NumPatches
+    let l = c.NumTokens
     let cls = if c.ClsToken then 1 else 0
-    let enc = float c.Depth * block c.EmbedDim (encoderTokens + cls) + 2.0 * float encoderTokens * float c.PatchDim * float c.EmbedDim
+    let enc = float c.Depth * block c.EmbedDim (encoderTokens + cls) + 2.0 * float encoderTokens * float c.Image.PatchDim * float c.EmbedDim
     let dec =
         if withDecoder then
             2.0 * float (encoderTokens + cls) * float c.EmbedDim * float c.DecoderEmbedDim
             + float c.DecoderDepth * block c.DecoderEmbedDim (l + cls)
-            + 2.0 * float l * float c.DecoderEmbedDim * float c.PatchDim
+            + 2.0 * float l * float c.DecoderEmbedDim * float c.Image.PatchDim
         else 0.0
     float batch * (enc + dec)
 
@@ -82,9 +81,9 @@ let find (name: string) = cases |> List.find (fun c -> c.Name = name)
 
 /// A case's model (seed 0), random images of its batch and the masking generator.
 let inputs (c: Case) =
-    let model = MaskedAutoencoderViT.Create(c.Config, 0L)
-    let h, w = c.Config.ImageSize
-    let images = torch.randn(int64 c.Batch, int64 c.Config.Channels, int64 h, int64 w)
+    let model = MaskedAutoencoder.Create(c.Config, 0L)
+    let h, w = c.Config.Image.ImageSize
+    let images = torch.randn(int64 c.Batch, int64 c.Config.Image.Channels, int64 h, int64 w)
     model, images, new Generator(0UL, torch.CPU)
 
 /// Runs `f` with the step of case `c` (model seed 0, its images, AdamW 1.5e-4 / (0.9, 0.95) with
@@ -154,7 +153,7 @@ let run (c: Case) (warmup: int) (minSteps: int) (fp32Matmul: float, fp32Best: fl
         eprintfn "%s" (String.Join("\n", Kernels.CheckedShapes))
     let sorted = Array.sort times
     let median = sorted.[sorted.Length / 2]
-    let l = c.Config.NumPatches
+    let l = c.Config.NumTokens
     let encTokens =
         match c.Mode with
         | Mae -> Masking.keepCount l c.Config.MaskRatio

@@ -49,8 +49,8 @@ let main argv =
         else Idx.loadFolder args.Folder args.TrainLimit 0
     log (sprintf "data: train %s, test %s" (Guard.shapeOf train.Images) (Guard.shapeOf test.Images))
     let h, w = int train.Images.shape.[2], int train.Images.shape.[3]
-    let config = { MaeConfig.tiny with ImageSize = (h, w) }
-    use model = MaskedAutoencoderViT.Create(config, 0L)
+    let config = MaeConfig.withImage (h, w) MaeConfig.tiny.Image.PatchSize 1 MaeConfig.tiny
+    use model = MaskedAutoencoder.Create(config, 0L)
     let options =
         { PretrainOptions.defaults with
             Epochs = args.Epochs; BatchSize = 256; BaseLr = 1e-3; WarmupEpochs = 1.0; WeightDecay = 0.05 }
@@ -85,7 +85,7 @@ let main argv =
         r.TestAccuracy
     model.eval ()
     let pre = probe "pretrained" (fun x -> model.Features(x, false))
-    use randomModel = MaskedAutoencoderViT.Create(config, 1L)
+    use randomModel = MaskedAutoencoder.Create(config, 1L)
     randomModel.eval ()
     let rnd = probe "random-init" (fun x -> randomModel.Features(x, false))
     let raw = probe "raw pixels" (fun x -> x.flatten(1L))

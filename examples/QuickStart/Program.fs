@@ -4,7 +4,7 @@ open Mae
 open Mae.Data
 
 let train, test = Mnist.load (printfn "%s") 0 0 // fetched once, checksum-verified, cached
-let model = MaskedAutoencoderViT.Create(MaeConfig.tiny, 0L)
+let model = MaskedAutoencoder.Create(MaeConfig.tiny, 0L)
 let options = { PretrainOptions.defaults with Epochs = 5; BaseLr = 1e-3 }
 let result = Pretrain.run model train.Images options null ignore CancellationToken.None
 let features (x: Tensor) = model.Features(x, false) // encoder only, no masking: [N, D]

@@ -30,21 +30,21 @@ namespace Mae
     /// </summary>
     public sealed class ImageMaeModel : IDisposable
     {
-        internal ImageMaeModel(MaskedAutoencoderViT model) => Core = model;
+        internal ImageMaeModel(MaskedAutoencoder model) => Core = model;
 
-        internal MaskedAutoencoderViT Core { get; }
+        internal MaskedAutoencoder Core { get; }
 
         /// <summary>Input height and width in pixels.</summary>
-        public int ImageHeight => Core.Config.ImageSize.Item1;
+        public int ImageHeight => Core.Config.Image.ImageSize.Item1;
 
         /// <summary>Input width in pixels.</summary>
-        public int ImageWidth => Core.Config.ImageSize.Item2;
+        public int ImageWidth => Core.Config.Image.ImageSize.Item2;
 
         /// <summary>Input channels.</summary>
-        public int Channels => Core.Config.Channels;
+        public int Channels => Core.Config.Image.Channels;
 
         /// <summary>Tokens (patches) per image.</summary>
-        public int NumPatches => Core.Config.NumPatches;
+        public int NumPatches => Core.Config.NumTokens;
 
         /// <summary>Encoder width D: the size of one feature vector.</summary>
         public int FeatureSize => Core.Config.EmbedDim;
@@ -111,7 +111,7 @@ namespace Mae
         public static ImageMaeModel Load(string path, string? device = null)
         {
             ArgumentException.ThrowIfNullOrEmpty(path);
-            var loaded = Checkpoint.loadModel(path, Runtime.device(device ?? ""));
+            var loaded = Checkpoint.loadModelOf("image", path, Runtime.device(device ?? ""));
             return new ImageMaeModel(loaded.Item1);
         }
 

@@ -83,11 +83,7 @@ namespace Mae
 
         /// <summary>Images of any shape cut into (possibly rectangular) patches.</summary>
         public static MaeBuilder ForImages(int imageHeight, int imageWidth, int patchHeight, int patchWidth, int channels) =>
-            new(new MaeConfig(
-                    new Tuple<int, int>(imageHeight, imageWidth), new Tuple<int, int>(patchHeight, patchWidth), channels,
-                    MaeConfigModule.tiny.EmbedDim, MaeConfigModule.tiny.Depth, MaeConfigModule.tiny.Heads,
-                    MaeConfigModule.tiny.DecoderEmbedDim, MaeConfigModule.tiny.DecoderDepth, MaeConfigModule.tiny.DecoderHeads,
-                    MaeConfigModule.tiny.MlpRatio, MaeConfigModule.tiny.Masking, true, true, false, MaeConfigModule.tiny.Attention),
+            new(MaeConfigModule.withImage(imageHeight, imageWidth, patchHeight, patchWidth, channels, MaeConfigModule.tiny),
                 0, null);
 
         /// <summary>
@@ -163,7 +159,7 @@ namespace Mae
             var problems = MaeConfigModule.problems(_config);
             if (problems.Length > 0) throw problems[0];
             var device = Runtime.device(_device ?? "");
-            return new ImageMaeModel(MaskedAutoencoderViT.Create(_config, _seed, device));
+            return new ImageMaeModel(MaskedAutoencoder.Create(_config, _seed, device));
         }
 
         /// <summary>
@@ -186,11 +182,11 @@ namespace Mae
             bool? normPixLoss = null, bool? clsToken = null, bool? learnedPosEmbed = null, AttentionKernel? attention = null)
         {
             var c = _config;
-            return new MaeConfig(c.ImageSize, c.PatchSize, c.Channels,
+            return new MaeConfig(c.Input,
                 embedDim ?? c.EmbedDim, depth ?? c.Depth, heads ?? c.Heads,
                 decoderEmbedDim ?? c.DecoderEmbedDim, decoderDepth ?? c.DecoderDepth, decoderHeads ?? c.DecoderHeads,
                 mlpRatio ?? c.MlpRatio, masking ?? c.Masking, normPixLoss ?? c.NormPixLoss, clsToken ?? c.ClsToken,
-                learnedPosEmbed ?? c.LearnedPosEmbed, attention ?? c.Attention);
+                learnedPosEmbed ?? c.LearnedPosEmbed, attention ?? c.Attention, c.EncoderInput);
         }
     }
 }

@@ -12,7 +12,7 @@ open Mae.Cli.Output
 open Mae.Cli.Options
 
 /// Parameters of `model` in total and in its encoder alone.
-let parameterCounts (model: MaskedAutoencoderViT) =
+let parameterCounts (model: MaskedAutoencoder) =
     let encoder = set model.EncoderParameterNames
     let all = model.named_parameters () |> Seq.map (fun struct (n, p) -> n, p.numel ()) |> Array.ofSeq
     Array.sumBy snd all, all |> Array.filter (fun (n, _) -> encoder.Contains n) |> Array.sumBy snd
@@ -29,7 +29,7 @@ let create () =
     let cmd =
         Command(
             "info",
-            "Show a checkpoint's model configuration, parameter counts, step and epoch. Exit codes: 0 done, 1 failure (e.g. the checkpoint does not exist or is not a Mae checkpoint)."
+            "Show a checkpoint's modality, model configuration, parameter counts, step and epoch. Exit codes: 0 done, 1 failure (e.g. the checkpoint does not exist or is not a Mae checkpoint)."
         )
     let checkpoint, json = checkpoint (), json ()
     cmd.Options.Add checkpoint
@@ -41,19 +41,25 @@ let create () =
             let model, meta = Checkpoint.loadModel path torch.CPU
             use model = model
             let total, encoder = parameterCounts model
-            let config = Checkpoint.configToJson meta.Config
+            let config = ConfigJson.toJson meta.Config
             let rows =
                 [ "checkpoint", path
+                  "modality", meta.Config.Modality
                   "parameters", sprintf "%d (encoder %d)" total encoder
                   "step", string meta.Step
                   "epoch", string meta.Epoch
                   "iteration", string meta.Iteration ]
-                @ [ for kv in config -> kv.Key, cell kv.Value ]
+                @ [ for kv in config do
+                        match kv.Value with
+                        | _ when kv.Key = "modality" -> ()
+                        | :? JsonObject as o -> for kv2 in o -> kv.Key + "." + kv2.Key, cell kv2.Value
+                        | v -> yield kv.Key, cell v ]
                 @ [ for kv in meta.Extra -> "training " + kv.Key, cell kv.Value ]
             ui.Summary("checkpoint", rows)
             ui.Result(
                 jsonObject
                     [ "checkpoint", JsonValue.Create path
+                      "modality", JsonValue.Create meta.Config.Modality
                       "parameters", JsonValue.Create total
                       "encoder_parameters", JsonValue.Create encoder
                       "step", JsonValue.Create meta.Step

@@ -20,8 +20,8 @@ type UsageException(message: string) =
 let usage (name: string) (seen: obj) (expected: string) : 'a =
     raise (UsageException(sprintf "%s was %O; expected %s." name seen expected))
 
-/// The modalities the command knows; only images for now.
-let modalities = [| "image" |]
+/// The modalities the command knows (Modality.Names).
+let modalities = Modality.Names
 
 /// An option with a description and, when given, a default value.
 let create<'T> (name: string) (description: string) (defaultValue: 'T option) =
@@ -121,13 +121,15 @@ let loadData (ui: Ui) (data: string) (trainLimit: int) (testLimit: int) : ImageS
 let imageShape (set: ImageSet) =
     int set.Images.shape.[1], int set.Images.shape.[2], int set.Images.shape.[3]
 
-/// A usage error unless the images are the size and channel count the model was built for.
+/// A usage error unless the checkpoint's model reads images of the data's size and channel count.
 let checkFits (config: MaeConfig) (set: ImageSet) =
     let c, h, w = imageShape set
-    let mh, mw = config.ImageSize
-    if (h, w) <> config.ImageSize || c <> config.Channels then
-        usage "--data" (sprintf "images of %dx%d with %d channel(s)" h w c)
-            (sprintf "images of %dx%d with %d channel(s), as the checkpoint's model was trained on" mh mw config.Channels)
+    match config.Input with
+    | Image i ->
+        let mh, mw = i.ImageSize
+        if (h, w) <> i.ImageSize || c <> i.Channels then
+            usage "--data" (sprintf "images of %dx%d with %d channel(s)" h w c)
+                (sprintf "images of %dx%d with %d channel(s), as the checkpoint's model was trained on" mh mw i.Channels)
 
 /// Display mapping of the IDX loader's normalisation back to [0, 1].
 let toUnit (x: Tensor) = Idx.toUnit x

@@ -23,16 +23,11 @@ let terminatedExitCode = 143
 /// its own; a usage error naming the option when the data does not fit it.
 let imageConfig (preset: string) (maskRatio: float) (c: int, h: int, w: int) =
     let p = MaeConfig.ofName preset
-    let masking =
-        match p.Masking with
-        | RandomPerSample _ -> RandomPerSample maskRatio
-        | RandomShared _ -> RandomShared maskRatio
-        | BlockWise _ -> BlockWise maskRatio
-    let config = { p with ImageSize = (h, w); Channels = c; Masking = masking }
+    let config = { (MaeConfig.withImage (h, w) p.Image.PatchSize c p) with Masking = MaskingStrategy.withRatio maskRatio p.Masking }
     match MaeConfig.problems config with
     | [||] -> config
     | problems ->
-        let ph, pw = p.PatchSize
+        let ph, pw = p.Image.PatchSize
         let reasons = problems |> Array.map (fun e -> message e) |> String.concat " "
         raise (
             UsageException(
@@ -40,6 +35,33 @@ let imageConfig (preset: string) (maskRatio: float) (c: int, h: int, w: int) =
                     preset ph pw h w c reasons
             )
         )
+
+/// The option that sets a setting compared on resume (Pretrain.resumeMismatches' names).
+let optionOf (setting: string) =
+    match setting with
+    | "maskRatio" | "masking" -> "--mask-ratio"
+    | s when s.StartsWith "input." -> "--data"
+    | "seed" -> "--seed"
+    | "batchSize" -> "--batch-size"
+    | "epochs" -> "--epochs"
+    | "baseLr" -> "--base-lr"
+    | "warmupEpochs" -> "--warmup-epochs"
+    | "minLr" | "weightDecay" | "clipGrad" | "accumulationSteps" -> "--resume"
+    | _ -> "--preset"
+
+/// A usage error (exit 2) when resuming from `resumeFrom` with this configuration and these
+/// options would not continue the run that wrote it: each difference names the option, the value
+/// given and the checkpoint's.
+let checkResume (resumeFrom: string) (config: MaeConfig) (options: PretrainOptions) =
+    let meta = Checkpoint.readMeta resumeFrom
+    let configDiffs, optionDiffs = Pretrain.resumeMismatches meta config options
+    match Array.append configDiffs optionDiffs with
+    | [||] -> ()
+    | diffs ->
+        let lines =
+            diffs |> Array.map (fun (setting, here, ckpt) ->
+                sprintf "%s (%s) was %s; the checkpoint has %s." (optionOf setting) setting here ckpt)
+        raise (UsageException(sprintf "--resume %s: a resumed run must use the options of the run that wrote it. %s" resumeFrom (String.Join(" ", lines))))
 
 /// Learning rate per 256 images when `--base-lr` is not given: 1e-3 for the tiny preset (as in
 /// the demo), MAE's 1.5e-4 for the ViT presets.
@@ -119,11 +141,13 @@ let create () =
                     CheckpointDirectory = outDir
                     CheckpointEvery = parsed.GetValue checkpointEvery
                     Precision = Precision.ofName (parsed.GetValue precision) }
-            use model = MaskedAutoencoderViT.Create(config, options.Seed, dev)
+            if not (isNull resumeFrom) then checkResume resumeFrom config options
+            use model = MaskedAutoencoder.Create(config, options.Seed, dev)
             let totalSteps = train.Count / batch * options.Epochs
+            let (h, w), (ph, pw) = config.Image.ImageSize, config.Image.PatchSize
             ui.Log(
                 sprintf "pretraining %s (%dx%d, patch %dx%d, mask ratio %g) for %d epochs, %d steps%s"
-                    presetName (fst config.ImageSize) (snd config.ImageSize) (fst config.PatchSize) (snd config.PatchSize)
+                    presetName h w ph pw
                     config.MaskRatio options.Epochs totalSteps
                     (if isNull resumeFrom then "" else ", resuming from " + resumeFrom)
             )

@@ -54,7 +54,7 @@ let create () =
                 )
             model.eval ()
             let pretrained = probe "pretrained" (fun x -> model.Features(x, false))
-            use randomModel = MaskedAutoencoderViT.Create(meta.Config, seed, dev)
+            use randomModel = MaskedAutoencoder.Create(meta.Config, seed, dev)
             randomModel.eval ()
             let random = probe "random-init" (fun x -> randomModel.Features(x, false))
             let raw = probe "raw pixels" (fun x -> x.flatten(1L))

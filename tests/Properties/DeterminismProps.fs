@@ -47,7 +47,7 @@ let trainCases =
     }
 
 /// Parameters by name, copied out as float32 arrays.
-let private snapshot (model: MaskedAutoencoderViT) =
+let private snapshot (model: MaskedAutoencoder) =
     [ for struct (name, p) in model.named_parameters() -> name, p.detach().contiguous().data<float32>().ToArray() ]
 
 /// Builds the model from the seed and trains it 3 AdamW steps on one random batch; returns
@@ -55,10 +55,10 @@ let private snapshot (model: MaskedAutoencoderViT) =
 let private train (c: TrainCase) =
     use _ = torch.NewDisposeScope()
     let cfg = { smallConfig with Masking = c.Masking; NormPixLoss = c.NormPixLoss }
-    use model = MaskedAutoencoderViT.Create(cfg, c.ModelSeed)
+    use model = MaskedAutoencoder.Create(cfg, c.ModelSeed)
     let initial = snapshot model
-    let h, w = cfg.ImageSize
-    let imgs = randn c.DataSeed [| 2L; int64 cfg.Channels; int64 h; int64 w |]
+    let h, w = cfg.Image.ImageSize
+    let imgs = randn c.DataSeed [| 2L; int64 cfg.Image.Channels; int64 h; int64 w |]
     use optimizer = torch.optim.AdamW(model.parameters(), lr = 1e-3)
     use g = generator c.MaskSeed
     let losses =

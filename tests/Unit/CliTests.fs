@@ -196,6 +196,26 @@ let private badArguments () =
         Expect.stringContains stdout (sprintf "mae %s [options]" command) "the usage line"
         Expect.stringContains stdout "Exit codes" "the exit codes are documented"
 
+/// Before the fix: exit 1 and "expected a checkpoint of a model with the same configuration",
+/// naming neither the option nor the values.
+let private resumeWithOtherOptions () =
+    use dir = new TempDir()
+    let out = dir.File "run"
+    let args extra =
+        let epochs = if List.contains "--epochs" extra then [] else [ "--epochs"; "1" ]
+        [ "pretrain"; "--data"; fixture (); "--batch-size"; "64"; "--train-limit"; "128"
+          "--threads"; "1"; "--out"; out; "--json" ] @ epochs @ extra
+    expectExit 0 (run (args [])) "the first run"
+    let code, stdout, stderr = run (args [ "--resume"; "--mask-ratio"; "0.5" ])
+    expectExit 2 (code, stdout, stderr) "resume with another --mask-ratio"
+    Expect.stringContains stderr "--mask-ratio (maskRatio) was 0.5; the checkpoint has 0.75" "names the option, its value and the checkpoint's"
+    let code, stdout, stderr = run (args [ "--resume"; "--epochs"; "3"; "--seed"; "5" ])
+    expectExit 2 (code, stdout, stderr) "resume with other --epochs and --seed"
+    Expect.stringContains stderr "--epochs (epochs) was 3; the checkpoint has 1" "names --epochs"
+    Expect.stringContains stderr "--seed (seed) was 5; the checkpoint has 0" "and --seed, in the same message"
+    let code, stdout, stderr = run (args [ "--resume"; "--preset"; "base" ])
+    expectExit 2 (code, stdout, stderr) "resume with another --preset"
+
 let private interruptAndResume () =
     use dir = new TempDir()
     let args (out: string) =
@@ -234,6 +254,7 @@ let tests =
     <| testList "cli" [
         test "pretrain, probe, reconstruct and info run on the fixture and print JSON" { pipeline () }
         test "bad arguments exit 2 naming the option; a missing checkpoint exits 1" { badArguments () }
+        test "resuming with other options exits 2 naming each option, its value and the checkpoint's" { resumeWithOtherOptions () }
         test "Ctrl-C saves a checkpoint, and resuming ends where an uninterrupted run does" {
             if OperatingSystem.IsWindows() then skiptest "SIGINT is sent with libc kill"
             interruptAndResume ()

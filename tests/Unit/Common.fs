@@ -97,3 +97,15 @@ let smoothPatterns (seed: int) (n: int) (patterns: int) =
     let amp = torch.rand([| int64 n; 1L; 1L |], generator = g) * 0.5 + 0.75
     let noise = torch.randn([| int64 n; 28L; 28L |], generator = g) * 0.05
     (bank.index_select(0L, which) * amp + noise).unsqueeze(1L).contiguous()
+
+/// The repository's root (the folder holding Mae.sln), found upwards from the test binary.
+let repoRoot =
+    lazy (
+        let rec up (d: DirectoryInfo) =
+            if isNull d then failwith "Mae.sln not found above the test binary"
+            elif File.Exists(Path.Combine(d.FullName, "Mae.sln")) then d.FullName
+            else up d.Parent
+        up (DirectoryInfo AppContext.BaseDirectory))
+
+/// A committed fixture under tests/fixtures.
+let fixturePath (name: string) = Path.Combine(repoRoot.Value, "tests", "fixtures", name)

@@ -22,7 +22,7 @@ let private brightness (seed: int) (n: int) =
 let tests =
     testList "fine-tuning" [
         test "LoadEncoder copies the MAE's encoder weights" {
-            use mae = MaskedAutoencoderViT.Create(small, 1L)
+            use mae = MaskedAutoencoder.Create(small, 1L)
             use clf = classifier small 3 2L
             let before = snapshot clf
             Expect.isFalse (same (param clf "blocks.0.attn.qkv.weight") (param mae "blocks.0.attn.qkv.weight")) "different before loading"
@@ -36,8 +36,8 @@ let tests =
             Expect.containsAll (names clf) [ "fc_norm.weight"; "head.weight"; "head.bias" ] "new head"
         }
         test "LoadEncoder interpolates pos_embed to another grid" {
-            use mae = MaskedAutoencoderViT.Create(small, 1L)
-            let cfg = { small with ImageSize = (42, 42) } // 6x6 patches instead of 4x4
+            use mae = MaskedAutoencoder.Create(small, 1L)
+            let cfg = (MaeConfig.withImage (42, 42) small.Image.PatchSize small.Image.Channels small) // 6x6 patches instead of 4x4
             use clf = classifier cfg 2 2L
             let own = (param clf "pos_embed").clone()
             clf.LoadEncoder mae
@@ -92,7 +92,7 @@ let tests =
             use _ = torch.NewDisposeScope()
             let trainX, trainY = brightness 41 128
             let testX, testY = brightness 42 64
-            use mae = MaskedAutoencoderViT.Create(small, 1L)
+            use mae = MaskedAutoencoder.Create(small, 1L)
             use clf = classifier small 2 2L
             clf.LoadEncoder mae
             let o = { FineTune.defaults with Epochs = 3; BatchSize = 16; BaseLr = 1.6e-2; WarmupEpochs = 0.5 }
@@ -101,5 +101,21 @@ let tests =
             Expect.isLessThan (Array.last losses) losses.[0] "the loss falls"
             let acc = FineTune.evaluate clf testX testY
             Expect.isGreaterThan acc 0.9 "test accuracy"
+        }
+        test "LoadEncoder maps every tensor or names each missing, extra and differently shaped one" {
+            // before the fix: depth 3 from depth 2 returned with blocks.2 left random; depth 1 dropped blocks.1
+            use mae = MaskedAutoencoder.Create(small, 1L)
+            use deeper = classifier { small with Depth = 3 } 3 2L
+            let before = snapshot deeper
+            let e = expectArg "mae" "blocks.2.attn.qkv.weight: missing in the source" (fun () -> deeper.LoadEncoder mae)
+            Expect.stringContains e.Message "blocks.2.mlp.fc2.bias" "every missing tensor is named"
+            for struct (name, p) in deeper.named_parameters() do
+                Expect.isTrue (same p before.[name]) (sprintf "%s: nothing is copied when the shapes do not match" name)
+            use shallower = classifier { small with Depth = 1 } 3 2L
+            let e = expectArg "mae" "blocks.1.attn.qkv.weight: not in the target" (fun () -> shallower.LoadEncoder mae)
+            Expect.stringContains e.Message "blocks.1.norm2.bias" "every extra tensor is named"
+            use wider = classifier { small with EmbedDim = 64; Heads = 2 } 3 2L
+            let e = expectArg "mae" "cls_token: shape [1, 1, 32] in the source, [1, 1, 64] in the target" (fun () -> wider.LoadEncoder mae)
+            Expect.stringContains e.Message "blocks.0.mlp.fc1.weight: shape [128, 32] in the source, [256, 64] in the target" "both shapes"
         }
     ]

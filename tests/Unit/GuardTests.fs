@@ -15,28 +15,28 @@ let private badRatios = [ 1.0; 1.5; -0.1; nan ]
 let tests =
     testList "bad input" [
         test "model.Forward refuses a tensor of the wrong rank" {
-            use m = MaskedAutoencoderViT.Create(small, 0L)
+            use m = MaskedAutoencoder.Create(small, 0L)
             use g = gen 0
-            let e = expectArg "imgs" "rank 4" (fun () -> m.Forward(torch.zeros(1L, 28L, 28L), g))
+            let e = expectArg "batch" "rank 4" (fun () -> m.Forward(torch.zeros(1L, 28L, 28L), g))
             Expect.stringContains e.Message "[1, 28, 28]" "says the shape it saw"
-            expectArg "imgs" "rank 4" (fun () -> m.Forward(torch.zeros([| 1L; 1L; 1L; 28L; 28L |]), g)) |> ignore
-            expectArg "imgs" "rank 4" (fun () -> m.Encode(torch.zeros(28L, 28L))) |> ignore
+            expectArg "batch" "rank 4" (fun () -> m.Forward(torch.zeros([| 1L; 1L; 1L; 28L; 28L |]), g)) |> ignore
+            expectArg "batch" "rank 4" (fun () -> m.Encode(torch.zeros(28L, 28L))) |> ignore
         }
         test "a null image tensor raises ArgumentNullException" {
-            use m = MaskedAutoencoderViT.Create(small, 0L)
+            use m = MaskedAutoencoder.Create(small, 0L)
             use g = gen 0
-            let e = expectArg "imgs" "" (fun () -> m.Forward((null: Tensor), g))
+            let e = expectArg "batch" "" (fun () -> m.Forward((null: Tensor), g))
             Expect.isTrue (e :? ArgumentNullException) "ArgumentNullException"
         }
         test "Patchify.patchify2d refuses the wrong rank" {
             expectArg "imgs" "rank 4" (fun () -> Patchify.patchify2d (7, 7) (torch.zeros(2L, 28L, 28L))) |> ignore
         }
         test "an image size that is not a multiple of the patch is refused (config and patchify)" {
-            let e = expectArg "ImageSize height" "divisible by the patch size 7" (fun () -> MaeConfig.validate { small with ImageSize = (30, 28) })
+            let e = expectArg "ImageSize height" "divisible by the patch size 7" (fun () -> MaeConfig.validate (MaeConfig.withImage (30, 28) small.Image.PatchSize small.Image.Channels small))
             Expect.stringContains e.Message "30" "says the size it saw"
             expectArg "ImageSize width" "divisible by the patch size 14" (fun () ->
-                MaeConfig.validate { small with ImageSize = (28, 30); PatchSize = (7, 14) }) |> ignore
-            expectArg "ImageSize height" "divisible" (fun () -> new MaskedAutoencoderViT({ small with ImageSize = (30, 28) })) |> ignore
+                MaeConfig.validate (MaeConfig.withImage (28, 30) (7, 14) small.Image.Channels small)) |> ignore
+            expectArg "ImageSize height" "divisible" (fun () -> new MaskedAutoencoder((MaeConfig.withImage (30, 28) small.Image.PatchSize small.Image.Channels small))) |> ignore
             expectArg "imgs height" "divisible by the patch size 7" (fun () -> Patchify.patchify2d (7, 7) (torch.zeros(1L, 1L, 30L, 28L))) |> ignore
             expectArg "imgs width" "divisible by the patch size 5" (fun () -> Patchify.patchify2d (7, 5) (torch.zeros(1L, 1L, 28L, 28L))) |> ignore
         }
@@ -56,9 +56,9 @@ let tests =
             Expect.equal (m.Mask.sum().item<float32>()) 0.0f "nothing hidden"
         }
         test "an empty batch is refused by Forward and by Masking" {
-            use m = MaskedAutoencoderViT.Create(small, 0L)
+            use m = MaskedAutoencoder.Create(small, 0L)
             use g = gen 0
-            expectArg "imgs" "non-empty batch" (fun () -> m.Forward(torch.zeros(0L, 1L, 28L, 28L), g)) |> ignore
+            expectArg "batch" "non-empty batch" (fun () -> m.Forward(torch.zeros(0L, 1L, 28L, 28L), g)) |> ignore
             expectArg "x" "non-empty batch" (fun () -> Masking.random g 0.75 (torch.zeros(0L, 16L, 8L))) |> ignore
             expectArg "x" "non-empty batch" (fun () -> Masking.block g 0.75 (4, 4) (torch.zeros(0L, 16L, 8L))) |> ignore
         }
@@ -68,29 +68,29 @@ let tests =
             expectArg "preset" "one of" (fun () -> MaeConfig.ofName null) |> ignore
         }
         test "images of the wrong size or channels for the model are refused" {
-            use m = MaskedAutoencoderViT.Create(small, 0L)
+            use m = MaskedAutoencoder.Create(small, 0L)
             use g = gen 0
-            let e = expectArg "imgs" "[N, 1, 28, 28]" (fun () -> m.Forward(torch.zeros(2L, 3L, 28L, 28L), g))
+            let e = expectArg "batch" "[N, 1, 28, 28]" (fun () -> m.Forward(torch.zeros(2L, 3L, 28L, 28L), g))
             Expect.stringContains e.Message "[2, 3, 28, 28]" "says the shape it saw"
-            expectArg "imgs" "[N, 1, 28, 28]" (fun () -> m.Forward(torch.zeros(2L, 1L, 32L, 32L), g)) |> ignore
-            expectArg "imgs" "[N, 1, 28, 28]" (fun () -> m.Features(torch.zeros(2L, 1L, 28L, 21L), false)) |> ignore
+            expectArg "batch" "[N, 1, 28, 28]" (fun () -> m.Forward(torch.zeros(2L, 1L, 32L, 32L), g)) |> ignore
+            expectArg "batch" "[N, 1, 28, 28]" (fun () -> m.Features(torch.zeros(2L, 1L, 28L, 21L), false)) |> ignore
         }
         test "other bad settings name themselves" {
             expectArg "Heads" "a divisor of EmbedDim 32" (fun () -> MaeConfig.validate { small with Heads = 3 }) |> ignore
-            expectArg "Channels" "a positive integer" (fun () -> MaeConfig.validate { small with Channels = 0 }) |> ignore
+            expectArg "Channels" "a positive integer" (fun () -> MaeConfig.validate (MaeConfig.withImage small.Image.ImageSize small.Image.PatchSize 0 small)) |> ignore
             expectArg "EmbedDim" "a positive multiple of 4" (fun () -> MaeConfig.validate { small with EmbedDim = 30; Heads = 3 }) |> ignore
         }
         test "PretrainOptions with BatchSize 0 is refused" {
             let o = { PretrainOptions.defaults with BatchSize = 0 }
             expectArg "BatchSize" "a positive integer" (fun () -> PretrainOptions.validate o) |> ignore
-            use m = MaskedAutoencoderViT.Create(small, 0L)
+            use m = MaskedAutoencoder.Create(small, 0L)
             expectArg "BatchSize" "a positive integer" (fun () ->
                 Pretrain.run m (torch.zeros(4L, 1L, 28L, 28L)) o null ignore CancellationToken.None) |> ignore
         }
         test "Pretrain.run refuses fewer images than one batch" {
-            use m = MaskedAutoencoderViT.Create(small, 0L)
+            use m = MaskedAutoencoder.Create(small, 0L)
             let o = { PretrainOptions.defaults with BatchSize = 8 }
-            expectArg "images" "at least BatchSize = 8" (fun () ->
+            expectArg "inputs" "at least BatchSize = 8" (fun () ->
                 Pretrain.run m (torch.zeros(4L, 1L, 28L, 28L)) o null ignore CancellationToken.None) |> ignore
         }
         test "Checkpoint.readMeta: missing file and non-zip file" {
@@ -102,7 +102,7 @@ let tests =
             File.WriteAllText(text, "this is not a zip file")
             let e = expectExn<InvalidDataException> "non-zip checkpoint" (fun () -> Checkpoint.readMeta text |> ignore)
             Expect.stringContains e.Message "text.ckpt" "names the file"
-            use m = MaskedAutoencoderViT.Create(small, 0L)
+            use m = MaskedAutoencoder.Create(small, 0L)
             expectExn<InvalidDataException> "loading a non-zip file" (fun () -> Checkpoint.loadInto text m None None) |> ignore
         }
     ]

@@ -11,20 +11,20 @@ open Mae.Tests.Unit.Common
 /// `more` checks the output further (its tensors live until `smokeWith` returns).
 let smokeWith (cfg: MaeConfig) (n: int) (more: MaeOutput -> unit) =
     use _ = torch.NewDisposeScope()
-    use m = MaskedAutoencoderViT.Create(cfg, 1L)
+    use m = MaskedAutoencoder.Create(cfg, 1L)
     m.train ()
-    let h, w = cfg.ImageSize
+    let h, w = cfg.Image.ImageSize
     use g = gen 5
-    let imgs = torch.randn([| int64 n; int64 cfg.Channels; int64 h; int64 w |], generator = g)
+    let imgs = torch.randn([| int64 n; int64 cfg.Image.Channels; int64 h; int64 w |], generator = g)
     let out = m.Forward(imgs, g)
-    let l = int64 cfg.NumPatches
+    let l = int64 cfg.NumTokens
     Expect.equal (shape out.Loss) [] "loss is a scalar"
     Expect.isTrue (allFinite out.Loss) "loss is finite"
     Expect.isGreaterThan (out.Loss.item<float32>()) 0.0f "an untrained model has a positive loss"
-    Expect.equal (shape out.Pred) [ int64 n; l; int64 cfg.PatchDim ] "Pred [N, L, ph*pw*C]"
+    Expect.equal (shape out.Pred) [ int64 n; l; int64 cfg.Image.PatchDim ] "Pred [N, L, ph*pw*C]"
     Expect.equal (shape out.Mask) [ int64 n; l ] "Mask [N, L]"
     let hidden = out.Mask.sum(1L) |> fun t -> t.data<float32>().ToArray()
-    let expected = float32 (hiddenCount cfg.NumPatches cfg.MaskRatio)
+    let expected = float32 (hiddenCount cfg.NumTokens cfg.MaskRatio)
     Expect.all hidden (fun c -> c = expected) (sprintf "every sample hides %g tokens: %A" expected hidden)
     Expect.isTrue (out.Mask.eq(torch.tensor 0.0f).logical_or(out.Mask.eq(torch.tensor 1.0f)).all().item<bool>()) "mask is 0/1"
     out.Loss.backward()
@@ -46,8 +46,8 @@ let private distinctRows (mask: Tensor) =
 /// A preset at a size that runs in seconds: a 2x2 patch grid and at most 2 blocks each side,
 /// keeping the preset's widths, heads and patch size.
 let reduced (c: MaeConfig) =
-    let ph, pw = c.PatchSize
-    { c with ImageSize = (2 * ph, 2 * pw); Depth = min c.Depth 2; DecoderDepth = min c.DecoderDepth 1 }
+    let ph, pw = c.Image.PatchSize
+    { (MaeConfig.withImage (2 * ph, 2 * pw) c.Image.PatchSize c.Image.Channels c) with Depth = min c.Depth 2; DecoderDepth = min c.DecoderDepth 1 }
 
 let tests =
     testList "model" [
@@ -58,12 +58,12 @@ let tests =
                     test name { smoke (reduced (MaeConfig.ofName name)) 2 }
         ]
         test "non-square images with rectangular patches and 3 channels" {
-            let cfg = { small with ImageSize = (28, 42); PatchSize = (7, 14); Channels = 3 }
-            Expect.equal cfg.Grid (4, 3) "4 rows x 3 columns of patches"
+            let cfg = (MaeConfig.withImage (28, 42) (7, 14) 3 small)
+            Expect.equal cfg.Image.Grid (4, 3) "4 rows x 3 columns of patches"
             smokeWith cfg 2 (fun out -> Expect.equal out.Pred.shape.[2] (7L * 14L * 3L) "token width ph*pw*C")
-            use m = MaskedAutoencoderViT.Create(cfg, 0L)
+            use m = MaskedAutoencoder.Create(cfg, 0L)
             use x = torch.randn(2L, 3L, 28L, 42L)
-            use back = m.Unpatchify(m.Patchify x)
+            use back = m.Reassemble(m.Target x)
             Expect.isTrue (same back x) "unpatchify (patchify x) = x"
         }
         test "no cls token, learned positions, plain MSE" {
@@ -85,8 +85,8 @@ let tests =
         }
         test "the Sdpa and Math attention kernels give the same outputs for the same weights" {
             use _ = torch.NewDisposeScope()
-            use sdpa = MaskedAutoencoderViT.Create({ small with Attention = AttentionKernel.Sdpa }, 7L)
-            use math = MaskedAutoencoderViT.Create({ small with Attention = AttentionKernel.Math }, 7L)
+            use sdpa = MaskedAutoencoder.Create({ small with Attention = AttentionKernel.Sdpa }, 7L)
+            use math = MaskedAutoencoder.Create({ small with Attention = AttentionKernel.Math }, 7L)
             math.load_state_dict(sdpa.state_dict()) |> ignore
             let x = torch.randn(3L, 1L, 28L, 28L)
             let a = (use g = gen 9 in sdpa.Forward(x, g))
@@ -103,8 +103,8 @@ let tests =
         }
         test "masking before the patch embedding equals embedding every patch and masking after" {
             use _ = torch.NewDisposeScope()
-            let cfg = { small with Channels = 3; ImageSize = (28, 21); PatchSize = (7, 3) }
-            use m = MaskedAutoencoderViT.Create(cfg, 2L)
+            let cfg = (MaeConfig.withImage (28, 21) (7, 3) 3 small)
+            use m = MaskedAutoencoder.Create(cfg, 2L)
             let x = torch.randn([| 3L; 3L; 28L; 21L |], generator = gen 3)
             let fast = (use g = gen 4 in m.Forward(x, g))
             let slow = (use g = gen 4 in m.Forward(x, fun t -> m.Mask(t, g)))
@@ -118,7 +118,7 @@ let tests =
         }
         test "bf16 precision: products in bfloat16, fp32 parameters, gradients and loss, close to fp32" {
             use _ = torch.NewDisposeScope()
-            use m = MaskedAutoencoderViT.Create({ small with Attention = AttentionKernel.Math }, 2L)
+            use m = MaskedAutoencoder.Create({ small with Attention = AttentionKernel.Math }, 2L)
             let x = torch.randn([| 4L; 1L; 28L; 28L |], generator = gen 3)
             let full = (use g = gen 4 in m.Forward(x, g))
             Expect.equal (Precision.current ()) Float32 "fp32 outside a scope"
@@ -144,16 +144,16 @@ let tests =
             expectArg "precision" "fp32" (fun () -> Precision.ofName "fp16") |> ignore
         }
         test "the seed decides the weights" {
-            use a = MaskedAutoencoderViT.Create(small, 3L)
-            use b = MaskedAutoencoderViT.Create(small, 3L)
-            use c = MaskedAutoencoderViT.Create(small, 4L)
-            let w (m: MaskedAutoencoderViT) = param m "blocks.1.mlp.fc1.weight"
+            use a = MaskedAutoencoder.Create(small, 3L)
+            use b = MaskedAutoencoder.Create(small, 3L)
+            use c = MaskedAutoencoder.Create(small, 4L)
+            let w (m: MaskedAutoencoder) = param m "blocks.1.mlp.fc1.weight"
             Expect.isTrue (same (w a) (w b)) "same seed, same weights"
             Expect.isFalse (same (w a) (w c)) "another seed, other weights"
         }
         test "features: cls token or mean of patch tokens, [N, D]" {
             use _ = torch.NewDisposeScope()
-            use m = MaskedAutoencoderViT.Create(small, 0L)
+            use m = MaskedAutoencoder.Create(small, 0L)
             m.eval ()
             let x = torch.randn(3L, 1L, 28L, 28L)
             let z = m.Encode x

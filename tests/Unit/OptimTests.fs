@@ -34,7 +34,7 @@ let tests =
             Expect.floatClose Accuracy.veryHigh (Optim.scaledLr 1.5e-4 4096) 2.4e-3 "1.5e-4 x 4096 / 256"
         }
         test "decays: matrices and kernels yes; biases, norms, tokens and positional tables no" {
-            use m = MaskedAutoencoderViT.Create(small, 0L)
+            use m = MaskedAutoencoder.Create(small, 0L)
             let decays name = Optim.decays name (param m name)
             for name in [ "patch_embed.proj.weight"; "blocks.0.attn.qkv.weight"; "blocks.1.mlp.fc2.weight"
                           "decoder_embed.weight"; "decoder_blocks.0.attn.proj.weight"; "decoder_pred.weight" ] do
@@ -46,11 +46,11 @@ let tests =
             for struct (name, p) in m.named_parameters() do
                 if p.ndim < 2L then Expect.isFalse (Optim.decays name p) (sprintf "rank-1 %s does not decay" name)
             // the learned tables are rank 3 and trainable, but still positional tables
-            use learned = MaskedAutoencoderViT.Create({ small with LearnedPosEmbed = true }, 0L)
+            use learned = MaskedAutoencoder.Create({ small with LearnedPosEmbed = true }, 0L)
             Expect.isFalse (Optim.decays "pos_embed" (param learned "pos_embed")) "learned pos_embed does not decay"
         }
         test "decayGroups puts each trainable parameter in exactly one group" {
-            use m = MaskedAutoencoderViT.Create(small, 0L)
+            use m = MaskedAutoencoder.Create(small, 0L)
             let groups = Optim.decayGroups 0.05 m
             Expect.equal groups.Length 2 "decay and no-decay"
             let handles (g: Optim.Group) = g.Parameters |> Array.map (fun p -> p.Handle)
@@ -68,7 +68,7 @@ let tests =
                     Expect.equal g.LrScale 1.0 "no lr scaling"
         }
         test "setLr sets every group's rate times its scale" {
-            use m = MaskedAutoencoderViT.Create(small, 0L)
+            use m = MaskedAutoencoder.Create(small, 0L)
             let groups = Optim.decayGroups 0.05 m |> Array.mapi (fun i g -> { g with LrScale = float (i + 1) })
             use opt = Optim.adamW 1.0 (0.9, 0.95) groups
             Optim.setLr opt groups 0.01
@@ -77,8 +77,8 @@ let tests =
         }
         test "the packed AdamW follows torch.optim.AdamW step for step, with two groups and a changed rate" {
             use _ = torch.NewDisposeScope()
-            use a = MaskedAutoencoderViT.Create(small, 3L)
-            use b = MaskedAutoencoderViT.Create(small, 3L)
+            use a = MaskedAutoencoder.Create(small, 3L)
+            use b = MaskedAutoencoder.Create(small, 3L)
             let ga = Optim.decayGroups 0.05 a
             use ours = Optim.adamW 2e-3 (0.9, 0.95) ga
             let pgs =
@@ -104,24 +104,24 @@ let tests =
             for struct (name, p) in a.named_parameters() do
                 Expect.isTrue (p.allclose(pb.[name], rtol = 1e-5, atol = 1e-7)) (sprintf "%s after 6 steps" name)
                 if p.requires_grad then Expect.isNull p.grad (sprintf "%s's gradient dropped by ZeroGrad" name)
-            use fresh = MaskedAutoencoderViT.Create(small, 3L)
+            use fresh = MaskedAutoencoder.Create(small, 3L)
             Expect.isFalse (same (param a "blocks.0.mlp.fc1.weight") (param fresh "blocks.0.mlp.fc1.weight")) "the model's own parameters moved"
             Expect.equal ours.Steps 6L "six steps counted"
         }
         test "the packed AdamW's state round-trips: a restored optimizer continues identically" {
             use _ = torch.NewDisposeScope()
-            let train (m: MaskedAutoencoderViT) (opt: Optim.AdamW) (steps: int list) =
+            let train (m: MaskedAutoencoder) (opt: Optim.AdamW) (steps: int list) =
                 let x = torch.randn([| 4L; 1L; 28L; 28L |], generator = gen 2)
                 for s in steps do
                     (use g = gen s in m.Forward(x, g).Loss).backward()
                     opt.Step()
                     opt.ZeroGrad()
-            use a = MaskedAutoencoderViT.Create(small, 4L)
+            use a = MaskedAutoencoder.Create(small, 4L)
             use oa = Optim.adamW 1e-3 (0.9, 0.95) (Optim.decayGroups 0.05 a)
             train a oa [ 1; 2 ]
             use ms = new IO.MemoryStream()
             do (use w = new IO.BinaryWriter(ms, Text.Encoding.UTF8, true) in oa.Save w)
-            use b = MaskedAutoencoderViT.Create(small, 5L)
+            use b = MaskedAutoencoder.Create(small, 5L)
             b.load_state_dict(a.state_dict()) |> ignore
             use ob = Optim.adamW 1e-3 (0.9, 0.95) (Optim.decayGroups 0.05 b)
             ms.Position <- 0L
@@ -131,7 +131,7 @@ let tests =
             let pb = snapshot b
             for struct (name, p) in a.named_parameters() do
                 Expect.isTrue (same p pb.[name]) (sprintf "%s bit-identical after resuming" name)
-            use c = MaskedAutoencoderViT.Create({ small with EmbedDim = 64 }, 5L)
+            use c = MaskedAutoencoder.Create({ small with EmbedDim = 64 }, 5L)
             use oc = Optim.adamW 1e-3 (0.9, 0.95) (Optim.decayGroups 0.05 c)
             ms.Position <- 0L
             expectExn<IO.InvalidDataException> "a state of another model" (fun () -> use r = new IO.BinaryReader(ms) in oc.Load r) |> ignore
@@ -144,7 +144,7 @@ let tests =
             expectExn<IO.InvalidDataException> "TorchSharp's AdamW state" (fun () -> use r = new IO.BinaryReader(old) in oc.Load r) |> ignore
         }
         test "the packed AdamW rejects bad settings by name" {
-            use m = MaskedAutoencoderViT.Create(small, 0L)
+            use m = MaskedAutoencoder.Create(small, 0L)
             let groups = Optim.decayGroups 0.05 m
             expectArg "lr" ">= 0" (fun () -> new Optim.AdamW(groups, -1.0, (0.9, 0.95), 1e-8) |> ignore) |> ignore
             expectArg "betas" "[0, 1)" (fun () -> new Optim.AdamW(groups, 1e-3, (1.0, 0.95), 1e-8) |> ignore) |> ignore

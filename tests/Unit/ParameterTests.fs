@@ -22,34 +22,34 @@ let referenceKeys (depth: int) (decoderDepth: int) =
 
 /// Parameter count of an MAE with this configuration, from the shapes of its tensors.
 let expectedCounts (c: MaeConfig) =
-    let d, dd, l = int64 c.EmbedDim, int64 c.DecoderEmbedDim, int64 c.NumPatches
-    let ph, pw = c.PatchSize
+    let d, dd, l = int64 c.EmbedDim, int64 c.DecoderEmbedDim, int64 c.NumTokens
+    let ph, pw = c.Image.PatchSize
     let block (w: int64) =
         let hidden = int64 (float w * c.MlpRatio)
         2L * w + (3L * w * w + 3L * w) + (w * w + w) + 2L * w + (hidden * w + hidden) + (w * hidden + w)
     let cls = if c.ClsToken then 1L else 0L
     let encoder =
-        (d * int64 (c.Channels * ph * pw) + d) + cls * d + (l + cls) * d + int64 c.Depth * block d + 2L * d
+        (d * int64 (c.Image.Channels * ph * pw) + d) + cls * d + (l + cls) * d + int64 c.Depth * block d + 2L * d
     let decoder =
         (d * dd + dd) + dd + (l + cls) * dd + int64 c.DecoderDepth * block dd + 2L * dd
-        + (dd * int64 c.PatchDim + int64 c.PatchDim)
+        + (dd * int64 c.Image.PatchDim + int64 c.Image.PatchDim)
     encoder, decoder
 
-let private count (m: MaskedAutoencoderViT) (keep: string -> bool) =
+let private count (m: MaskedAutoencoder) (keep: string -> bool) =
     m.named_parameters() |> Seq.sumBy (fun struct (n, p) -> if keep n then p.numel() else 0L)
 
 let private checkNames (cfg: MaeConfig) =
-    use m = MaskedAutoencoderViT.Create(cfg, 0L)
+    use m = MaskedAutoencoder.Create(cfg, 0L)
     let actual = names m
     let expected = referenceKeys cfg.Depth cfg.DecoderDepth
     Expect.equal (List.length actual) (List.length expected) "as many parameters as the reference"
     Expect.equal (Set.ofList actual) (Set.ofList expected) "the reference checkpoint's keys"
-    let l, d, dd = int64 cfg.NumPatches, int64 cfg.EmbedDim, int64 cfg.DecoderEmbedDim
-    let ph, pw = cfg.PatchSize
+    let l, d, dd = int64 cfg.NumTokens, int64 cfg.EmbedDim, int64 cfg.DecoderEmbedDim
+    let ph, pw = cfg.Image.PatchSize
     Expect.equal (shape (param m "pos_embed")) [ 1L; l + 1L; d ] "pos_embed [1, L+1, D]"
     Expect.equal (shape (param m "decoder_pos_embed")) [ 1L; l + 1L; dd ] "decoder_pos_embed [1, L+1, Dd]"
-    Expect.equal (shape (param m "decoder_pred.weight")) [ int64 cfg.PatchDim; dd ] "decoder_pred.weight [ph*pw*C, Dd]"
-    Expect.equal (shape (param m "patch_embed.proj.weight")) [ d; int64 cfg.Channels; int64 ph; int64 pw ] "patch_embed [D, C, ph, pw]"
+    Expect.equal (shape (param m "decoder_pred.weight")) [ int64 cfg.Image.PatchDim; dd ] "decoder_pred.weight [ph*pw*C, Dd]"
+    Expect.equal (shape (param m "patch_embed.proj.weight")) [ d; int64 cfg.Image.Channels; int64 ph; int64 pw ] "patch_embed [D, C, ph, pw]"
     Expect.equal (shape (param m "cls_token")) [ 1L; 1L; d ] "cls_token [1, 1, D]"
     Expect.equal (shape (param m "mask_token")) [ 1L; 1L; dd ] "mask_token [1, 1, Dd]"
     Expect.equal (shape (param m "blocks.0.attn.qkv.weight")) [ 3L * d; d ] "qkv [3D, D]"
@@ -62,19 +62,19 @@ let tests =
             checkNames { small with Depth = 2; DecoderDepth = 2 }
         }
         test "fixed sin-cos tables are not trained; learned ones are" {
-            use fixedM = MaskedAutoencoderViT.Create(small, 0L)
+            use fixedM = MaskedAutoencoder.Create(small, 0L)
             Expect.isFalse (param fixedM "pos_embed").requires_grad "pos_embed fixed"
             Expect.isFalse (param fixedM "decoder_pos_embed").requires_grad "decoder_pos_embed fixed"
             Expect.isTrue (param fixedM "cls_token").requires_grad "cls_token trained"
             // the fixed table is MAE's 2D sin-cos table with a zero cls row
-            let table = (PosEmbed.sinCos2d small.EmbedDim small.Grid true).unsqueeze(0L)
+            let table = (PosEmbed.sinCos2d small.EmbedDim small.Image.Grid true).unsqueeze(0L)
             Expect.isTrue (same (param fixedM "pos_embed") table) "pos_embed is the sin-cos table"
-            use learned = MaskedAutoencoderViT.Create({ small with LearnedPosEmbed = true }, 0L)
+            use learned = MaskedAutoencoder.Create({ small with LearnedPosEmbed = true }, 0L)
             Expect.isTrue (param learned "pos_embed").requires_grad "learned pos_embed"
             Expect.isTrue (param learned "decoder_pos_embed").requires_grad "learned decoder_pos_embed"
         }
         test "tiny's parameter count follows from its shapes" {
-            use m = MaskedAutoencoderViT.Create(MaeConfig.tiny, 0L)
+            use m = MaskedAutoencoder.Create(MaeConfig.tiny, 0L)
             let enc, dec = expectedCounts MaeConfig.tiny
             let encNames = set m.EncoderParameterNames
             Expect.equal (count m encNames.Contains) enc "encoder parameters"
@@ -86,7 +86,7 @@ let tests =
             // ViT-B/16 at 224: patch embed 0.59M + 12 blocks of 12D^2+13D + tables: 85.8M
             Expect.isLessThan (abs (float enc - 85.8e6)) 0.05e6 "the formula gives MAE ViT-B's 85.8M encoder"
             let clock = Stopwatch.StartNew()
-            use m = MaskedAutoencoderViT.Create(cfg, 0L)
+            use m = MaskedAutoencoder.Create(cfg, 0L)
             let seconds = clock.Elapsed.TotalSeconds
             let encNames = set m.EncoderParameterNames
             Expect.equal (count m encNames.Contains) enc "encoder parameters of the built model"
@@ -96,7 +96,7 @@ let tests =
         }
         test "presets have the paper's shapes" {
             let check (c: MaeConfig) (img, patch, d, depth, heads) =
-                Expect.equal (c.ImageSize, c.PatchSize, c.Channels) ((img, img), (patch, patch), 3) "image, patch, RGB"
+                Expect.equal (c.Image.ImageSize, c.Image.PatchSize, c.Image.Channels) ((img, img), (patch, patch), 3) "image, patch, RGB"
                 Expect.equal (c.EmbedDim, c.Depth, c.Heads) (d, depth, heads) "encoder"
                 Expect.equal (c.DecoderEmbedDim, c.DecoderDepth, c.DecoderHeads) (512, 8, 16) "decoder 512 x 8"
                 Expect.equal c.MaskRatio 0.75 "75% masked"
@@ -105,8 +105,8 @@ let tests =
             check MaeConfig.``base`` (224, 16, 768, 12, 12)
             check MaeConfig.large (224, 16, 1024, 24, 16)
             check MaeConfig.huge (224, 14, 1280, 32, 16)
-            Expect.equal MaeConfig.huge.NumPatches 256 "ViT-H/14 sees 16x16 patches"
-            Expect.equal MaeConfig.large.NumPatches 196 "ViT-L/16 sees 14x14 patches"
+            Expect.equal MaeConfig.huge.NumTokens 256 "ViT-H/14 sees 16x16 patches"
+            Expect.equal MaeConfig.large.NumTokens 196 "ViT-L/16 sees 14x14 patches"
             Expect.equal (MaeConfig.ofName "Large") MaeConfig.large "names are case-insensitive"
             Expect.equal (MaeConfig.validate MaeConfig.tiny) MaeConfig.tiny "tiny valid"
         }

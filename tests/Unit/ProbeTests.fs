@@ -59,7 +59,7 @@ let tests =
         }
         test "extract returns [N, D] equal to a direct forward" {
             use _ = torch.NewDisposeScope()
-            use m = MaskedAutoencoderViT.Create(small, 0L)
+            use m = MaskedAutoencoder.Create(small, 0L)
             m.eval ()
             use g = gen 34
             let imgs = torch.randn([| 7L; 1L; 28L; 28L |], generator = g)

@@ -17,10 +17,10 @@ let private bigEndian (b: byte[]) (o: int) =
 let private checkPng (cfg: MaeConfig) (k: int) =
     use _ = torch.NewDisposeScope()
     use dir = new TempDir()
-    use m = MaskedAutoencoderViT.Create(cfg, 0L)
+    use m = MaskedAutoencoder.Create(cfg, 0L)
     use g = gen 51
-    let h, w = cfg.ImageSize
-    let imgs = torch.randn([| int64 k; int64 cfg.Channels; int64 h; int64 w |], generator = g)
+    let h, w = cfg.Image.ImageSize
+    let imgs = torch.randn([| int64 k; int64 cfg.Image.Channels; int64 h; int64 w |], generator = g)
     let path = dir.File "recon.png"
     Visualize.reconstruction path m g (fun x -> (x * 0.25 + 0.5)) imgs
     let b = File.ReadAllBytes path
@@ -29,14 +29,14 @@ let private checkPng (cfg: MaeConfig) (k: int) =
     // 3 columns x k rows of images scaled 4x, 2-pixel gaps around and between them
     Expect.equal (bigEndian b 16) (3 * (w * 4 + 2) + 2) "width"
     Expect.equal (bigEndian b 20) (k * (h * 4 + 2) + 2) "height"
-    Expect.equal b.[25] (if cfg.Channels = 1 then 0uy else 2uy) "grey or RGB"
+    Expect.equal b.[25] (if cfg.Image.Channels = 1 then 0uy else 2uy) "grey or RGB"
     Expect.equal (Directory.GetFiles dir.Path).Length 1 "no temporary file left"
 
 let tests =
     testList "visualize" [
         test "reconstruction writes a PNG of 3 columns x K rows at scale 4" { checkPng small 2 }
         test "reconstruction of RGB non-square images" {
-            checkPng { small with ImageSize = (28, 42); PatchSize = (7, 14); Channels = 3 } 3
+            checkPng (MaeConfig.withImage (28, 42) (7, 14) 3 small) 3
         }
         test "denormalise without norm-pix is the identity" {
             use _ = torch.NewDisposeScope()

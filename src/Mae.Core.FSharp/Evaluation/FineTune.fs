@@ -8,55 +8,75 @@ open System.Threading
 open TorchSharp
 open TorchSharp.Modules
 
-/// ViT classifier whose encoder parameters carry the MAE's names (patch_embed.*, cls_token,
-/// pos_embed, blocks.N.*), so pretrained weights load by name; fc_norm.* and head.* are new.
-type VitClassifier(config: MaeConfig, classes: int) as this =
-    inherit torch.nn.Module<Tensor, Tensor>("VitClassifier")
-    let cfg = MaeConfig.validate config
-    do Guard.positive "classes" classes
-    let d = cfg.EmbedDim
-    let extra = if cfg.ClsToken then 1L else 0L
-    let patch_embed = new PatchEmbed(cfg.Channels, d, cfg.PatchSize)
-    let cls_token = if cfg.ClsToken then new Parameter(torch.zeros(1L, 1L, int64 d)) else null
-    let pos_embed = Init.posTable cfg d
-    let blocks = Init.blocks d cfg.Depth cfg.Heads cfg
-    let fc_norm = torch.nn.LayerNorm(int64 d, eps = 1e-6)
-    let head = torch.nn.Linear(int64 d, int64 classes)
-    do
-        this.RegisterComponents()
-        Init.weights this
+/// The classification head of fine-tuning (MAE's global pool): fc_norm.* then head.* on the mean
+/// of the patch tokens.
+type ClassifierHead(dim: int, classes: int) as this =
+    inherit Part("ClassifierHead")
+    let fc_norm = torch.nn.LayerNorm(int64 dim, eps = 1e-6)
+    let head = torch.nn.Linear(int64 dim, int64 classes)
+    do this.RegisterComponents()
+
+    /// MAE's main_finetune.py: head weights from a truncated normal of std 2e-5.
+    override _.Initialize() =
         use _ = torch.no_grad()
         torch.nn.init.trunc_normal_(head.weight, std = 2e-5) |> ignore
 
+    /// Pooled features [N, D] -> logits [N, classes].
+    member _.Forward(pooled: Tensor) = head.forward(fc_norm.forward(pooled))
+
+/// A classifier on the masked autoencoder's encoder: the same input adapter and encoder parts
+/// (so pretrained weights load by name: patch_embed.*, cls_token, pos_embed, blocks.N.*, norm.*)
+/// and a head (fc_norm.*, head.*) on the mean of the patch tokens.
+type VitClassifier(config: MaeConfig, classes: int) as this =
+    inherit PartsModule("VitClassifier")
+    let cfg = MaeConfig.validate { config with EncoderInput = VisibleOnly }
+    do Guard.positive "classes" classes
+    let adapter = Build.adapter cfg
+    let encoder = Build.encoder cfg adapter
+    let head = new ClassifierHead(cfg.EmbedDim, classes)
+    let adapterNames = set [ for struct (n, _) in adapter.named_parameters() -> n ]
+    do
+        for part in [ adapter :> Part; encoder; head ] do
+            this.Adopt part
+        Init.weights this
+        for part in this.Parts do
+            part.Initialize()
+
     member _.Config = cfg
 
-    /// Copies the encoder weights of a pretrained MAE (interpolating pos_embed when its patch grid
-    /// differs from this classifier's).
-    member _.LoadEncoder(mae: MaskedAutoencoderViT) =
-        use _ = torch.no_grad()
-        let source = mae.state_dict()
-        let names = set mae.EncoderParameterNames
-        for struct (name, p) in this.named_parameters() do
-            if names.Contains name then
-                let src = source.[name]
-                if name = "pos_embed" && mae.Config.Grid <> cfg.Grid then
-                    let resized = PosEmbed.interpolate2d src mae.Config.Grid cfg.Grid cfg.ClsToken
-                    p.copy_(resized) |> ignore
-                elif src.shape <> p.shape then
-                    Guard.fail "mae" (sprintf "%s of shape %s" name (Guard.shapeOf src)) (sprintf "shape %s" (Guard.shapeOf p))
-                else p.copy_(src) |> ignore
+    /// The encoder side's parameters (adapter and encoder), by name.
+    member _.EncoderParameters =
+        [| for part in [ adapter :> Part; encoder ] do
+               for struct (n, p) in part.named_parameters() -> n, (p :> Tensor) |]
 
-    /// [N, C, H, W] -> [N, classes] logits from the mean of the patch tokens.
-    override _.forward(imgs: Tensor) =
-        Init.checkImages cfg imgs
-        let x = patch_embed.forward(imgs) + pos_embed.narrow(1L, extra, int64 cfg.NumPatches)
-        let y = Init.prependCls cls_token pos_embed x |> Init.runBlocks blocks
-        let pooled = y.narrow(1L, extra, y.shape.[1] - extra).mean([| 1L |])
-        head.forward(fc_norm.forward(pooled))
+    /// Copies the encoder weights of a pretrained MAE, every one of them: a tensor missing on
+    /// either side or of another shape is an ArgumentException naming each (pos_embed is
+    /// interpolated, bicubic, when the image patch grids differ, as MAE's interpolate_pos_embed).
+    member this.LoadEncoder(mae: MaskedAutoencoder) =
+        Guard.notNull "mae" mae
+        let mine, theirs = cfg.Input.Grid, mae.Config.Input.Grid
+        let resizes = mine <> theirs && mine.Length = 2 && theirs.Length = 2
+        let source =
+            let all = dict (Weights.named mae)
+            [| for n in mae.EncoderParameterNames -> n, all.[n] |]
+        let convert (name: string) (src: Tensor) (_: Tensor) =
+            if name = "pos_embed" && resizes then
+                PosEmbed.interpolate2d src (theirs.[0], theirs.[1]) (mine.[0], mine.[1]) cfg.ClsToken
+            else src
+        Weights.copy source this.EncoderParameters (fun n -> n = "pos_embed" && resizes) convert (fun text ->
+            ArgumentException(sprintf "mae's encoder does not match this classifier's: %s." text, "mae") :> exn)
 
-    /// Layer index for layer-wise decay: embeddings 0, block i -> i + 1, the rest depth + 1.
+    /// batch -> [N, classes] logits from the mean of the patch tokens.
+    member _.forward(batch: Tensor) =
+        adapter.Check("batch", batch)
+        let y = encoder.All(adapter.Embed(adapter.Pieces batch))
+        let extra = encoder.Extra
+        head.Forward(y.narrow(1L, extra, y.shape.[1] - extra).mean([| 1L |]))
+
+    /// Layer index for layer-wise decay: the adapter's embedding, cls token and positions 0,
+    /// block i -> i + 1, the rest depth + 1 (MAE's lr_decay.py get_layer_id_for_vit).
     member _.LayerId(name: string) =
-        if name.StartsWith "patch_embed" || name = "cls_token" || name = "pos_embed" then 0
+        if adapterNames.Contains name || name = "cls_token" || name = "pos_embed" then 0
         elif name.StartsWith "blocks." then Int32.Parse(name.Split('.').[1]) + 1
         else cfg.Depth + 1
 

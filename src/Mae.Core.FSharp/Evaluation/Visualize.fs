@@ -51,7 +51,7 @@ let denormalise (normPix: bool) (pred: Tensor) (target: Tensor) (mask: Tensor) =
 /// Runs the model on `imgs` [K, C, H, W] with masks from `generator` and writes a 3-column grid
 /// (original, masked input, reconstruction with the visible patches pasted back).
 /// `toUnit` maps the model's input values back to [0, 1] for display.
-let reconstruction (path: string) (model: MaskedAutoencoderViT) (generator: Generator) (toUnit: Tensor -> Tensor) (imgs: Tensor) =
+let reconstruction (path: string) (model: MaskedAutoencoder) (generator: Generator) (toUnit: Tensor -> Tensor) (imgs: Tensor) =
     use _ = torch.NewDisposeScope()
     use _ = torch.no_grad()
     let wasTraining = model.training
@@ -59,14 +59,14 @@ let reconstruction (path: string) (model: MaskedAutoencoderViT) (generator: Gene
     let device = Runtime.deviceOf model
     let imgs = imgs.``to``(device)
     let out = model.Forward(imgs, generator)
-    let target = model.Patchify imgs
+    let target = model.Target imgs
     let m = out.Mask.unsqueeze(-1L)
     let predPix = denormalise model.Config.NormPixLoss out.Pred target out.Mask
     let pasted = target * (1.0 - m) + predPix * m
     let k = imgs.shape.[0]
-    let hidden = model.Unpatchify(m.expand_as(target)) // [K, C, H, W], 1 on hidden pixels
+    let hidden = model.Reassemble(m.expand_as(target)) // [K, C, H, W], 1 on hidden pixels
     let original = toUnit imgs
     let maskedInput = original * (1.0 - hidden) + 0.4 * hidden // hidden patches shown mid-grey
-    let grid = torch.stack([| original; maskedInput; toUnit (model.Unpatchify pasted) |], 1L) // [K, 3, C, H, W]
+    let grid = torch.stack([| original; maskedInput; toUnit (model.Reassemble pasted) |], 1L) // [K, 3, C, H, W]
     writeGrid path 3 4 (grid.reshape(k * 3L, imgs.shape.[1], imgs.shape.[2], imgs.shape.[3]))
     if wasTraining then model.train ()

@@ -145,6 +145,15 @@ type Kernels private () =
     /// stay on `linear`, where the TorchScript call's fixed cost (~0.1 ms) would outweigh the gain.
     static member val OneDnnMinMacs = 4_000_000L with get, set
 
+    /// The most rows (tokens in a batch) sent to oneDNN; larger products stay on `linear`. With
+    /// libtorch 2.10's oneDNN on this 2-core AMD EPYC, `mkldnn_linear` corrupted the native heap
+    /// (glibc: "corrupted double-linked list", "double free", or a silent crash) now and then for
+    /// products of 7,000 rows and more (e.g. 7000x32x96, 8704x32x96, 8704x128x192, 12000x32x32,
+    /// all fine with `linear`; the same shapes passed on other tries), never in the millions of
+    /// products of up to 4,352 rows that training runs make (benchmarks/README.md, "oneDNN").
+    /// Default 4,608; a value check cannot catch a memory error, so the bound keeps them off.
+    static member val OneDnnMaxRows = 4_608L with get, set
+
     /// The product shapes checked so far in this process, as "rows x inputs x outputs (bias),
     /// threads: oneDNN|linear" (where each runs).
     static member CheckedShapes : string[] =
@@ -179,7 +188,7 @@ type Kernels private () =
         if not fits then None
         else
             let n = weight.shape.[0]
-            if m * k * n < Kernels.OneDnnMinMacs then None
+            if m * k * n < Kernels.OneDnnMinMacs || m > Kernels.OneDnnMaxRows then None
             else OneDnn.unit.Force() |> Option.filter (fun cu -> OneDnn.trusted cu m k n (not (isNull bias)))
 
     /// OneDnnFor for x W^T + b.

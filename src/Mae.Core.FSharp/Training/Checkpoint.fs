@@ -1,5 +1,5 @@
 /// Checkpoints: one zip file holding the model's weights, the optimizer's state, the step, the
-/// masking generator's state and the configuration. Written to a temporary file first and renamed
+/// masking generator's state, the modality and the configuration. Written to a temporary file first and renamed
 /// over the target, so a crash never leaves a half-written checkpoint in place of a good one.
 module Mae.Checkpoint
 
@@ -9,53 +9,6 @@ open System.IO.Compression
 open System.Text.Json
 open System.Text.Json.Nodes
 open TorchSharp
-
-// ---- configuration <-> JSON (DUs spelled out; System.Text.Json does not know them) ----
-
-let configToJson (c: MaeConfig) : JsonObject =
-    let (h, w), (ph, pw) = c.ImageSize, c.PatchSize
-    let masking, ratio =
-        match c.Masking with
-        | RandomPerSample r -> "random", r
-        | RandomShared r -> "random-shared", r
-        | BlockWise r -> "block", r
-    JsonObject(
-        [ "imageHeight", JsonValue.Create h :> JsonNode; "imageWidth", JsonValue.Create w
-          "patchHeight", JsonValue.Create ph; "patchWidth", JsonValue.Create pw
-          "channels", JsonValue.Create c.Channels
-          "embedDim", JsonValue.Create c.EmbedDim; "depth", JsonValue.Create c.Depth; "heads", JsonValue.Create c.Heads
-          "decoderEmbedDim", JsonValue.Create c.DecoderEmbedDim; "decoderDepth", JsonValue.Create c.DecoderDepth
-          "decoderHeads", JsonValue.Create c.DecoderHeads; "mlpRatio", JsonValue.Create c.MlpRatio
-          "masking", JsonValue.Create masking; "maskRatio", JsonValue.Create ratio
-          "normPixLoss", JsonValue.Create c.NormPixLoss; "clsToken", JsonValue.Create c.ClsToken
-          "learnedPosEmbed", JsonValue.Create c.LearnedPosEmbed
-          "attention", JsonValue.Create(match c.Attention with AttentionKernel.Sdpa -> "sdpa" | AttentionKernel.Math -> "math") ]
-        |> Seq.map (fun (k, v) -> Collections.Generic.KeyValuePair(k, v)))
-
-let configOfJson (o: JsonNode) : MaeConfig =
-    let i (k: string) = o.[k].GetValue<int>()
-    let f (k: string) = o.[k].GetValue<float>()
-    let b (k: string) = o.[k].GetValue<bool>()
-    let s (k: string) = o.[k].GetValue<string>()
-    let ratio = f "maskRatio"
-    { ImageSize = i "imageHeight", i "imageWidth"
-      PatchSize = i "patchHeight", i "patchWidth"
-      Channels = i "channels"
-      EmbedDim = i "embedDim"; Depth = i "depth"; Heads = i "heads"
-      DecoderEmbedDim = i "decoderEmbedDim"; DecoderDepth = i "decoderDepth"; DecoderHeads = i "decoderHeads"
-      MlpRatio = f "mlpRatio"
-      Masking =
-        (match s "masking" with
-         | "random" -> RandomPerSample ratio
-         | "random-shared" -> RandomShared ratio
-         | "block" -> BlockWise ratio
-         | other -> raise (InvalidDataException(sprintf "unknown masking \"%s\" in checkpoint" other)))
-      NormPixLoss = b "normPixLoss"; ClsToken = b "clsToken"; LearnedPosEmbed = b "learnedPosEmbed"
-      Attention =
-        (match s "attention" with
-         | "math" -> AttentionKernel.Math
-         | "sdpa" -> AttentionKernel.Sdpa
-         | other -> raise (InvalidDataException(sprintf "unknown attention \"%s\" in checkpoint" other))) }
 
 // ---- atomic files ----
 
@@ -89,14 +42,25 @@ type Meta =
       /// Anything else the writer wants to keep (e.g. the training options), as JSON.
       Extra: JsonObject }
 
-let private kind = "mae-image-checkpoint/1"
+/// The kind written now (configuration with "modality" and "input").
+let private kind = "mae-checkpoint/2"
+
+/// The kind of the first checkpoints (image models, flat image configuration); still read.
+let private imageKind = "mae-image-checkpoint/1"
 
 let private entry (zip: ZipArchive) (name: string) (write: Stream -> unit) =
     use s = zip.CreateEntry(name, CompressionLevel.Fastest).Open()
     write s
 
 /// Saves model (+ optimizer and generator state when given) and meta to `path` atomically.
-let save (path: string) (model: MaskedAutoencoderViT) (optimizer: Optim.AdamW option) (generator: Generator option) (meta: Meta) =
+/// Never writes a non-finite weight or optimizer state: InvalidOperationException naming the
+/// tensors instead, and the file already at `path` stays as it was.
+let save (path: string) (model: MaskedAutoencoder) (optimizer: Optim.AdamW option) (generator: Generator option) (meta: Meta) =
+    let bad =
+        Weights.nonFinite (Weights.named model)
+        |> Array.append (match optimizer with Some o -> Weights.nonFinite (o.State()) | None -> [||])
+    if bad.Length > 0 then
+        raise (InvalidOperationException(sprintf "not saved to %s: %d tensor(s) hold NaN or infinity (%s); the file there is unchanged." path bad.Length (String.Join(", ", bad))))
     writeAtomically path (fun f ->
         use zip = new ZipArchive(f, ZipArchiveMode.Create, true)
         entry zip "model.bin" (fun s -> model.save(s) |> ignore)
@@ -109,7 +73,8 @@ let save (path: string) (model: MaskedAutoencoderViT) (optimizer: Optim.AdamW op
         let json =
             JsonObject(
                 [ "kind", JsonValue.Create kind :> JsonNode
-                  "config", configToJson meta.Config :> JsonNode
+                  "modality", JsonValue.Create meta.Config.Modality
+                  "config", ConfigJson.toJson meta.Config :> JsonNode
                   "iteration", JsonValue.Create meta.Iteration
                   "step", JsonValue.Create meta.Step
                   "epoch", JsonValue.Create meta.Epoch
@@ -131,9 +96,12 @@ let readMeta (path: string) : Meta =
     use s = e.Open()
     let node = JsonNode.Parse s
     let k = node.["kind"]
-    if isNull k || k.GetValue<string>() <> kind then
+    if isNull k || (k.GetValue<string>() <> kind && k.GetValue<string>() <> imageKind) then
         raise (InvalidDataException(sprintf "%s is not a %s checkpoint." path kind))
-    { Config = configOfJson node.["config"]
+    let config =
+        try ConfigJson.ofJson node.["config"]
+        with :? InvalidDataException as e -> raise (InvalidDataException(sprintf "%s: %s." path e.Message, e))
+    { Config = config
       Iteration = node.["iteration"].GetValue<int>()
       Step = node.["step"].GetValue<int>()
       Epoch = node.["epoch"].GetValue<int>()
@@ -149,7 +117,15 @@ let private copyEntry (zip: ZipArchive) (name: string) =
         Some ms
 
 /// Loads weights (and optimizer / generator state when given and present) into existing objects.
-let loadInto (path: string) (model: MaskedAutoencoderViT) (optimizer: Optim.AdamW option) (generator: Generator option) =
+/// The checkpoint's configuration must equal the model's (same modality, same shapes): otherwise
+/// InvalidDataException naming every setting that differs with both values, nothing loaded.
+let loadInto (path: string) (model: MaskedAutoencoder) (optimizer: Optim.AdamW option) (generator: Generator option) =
+    let meta = readMeta path
+    match ConfigJson.differences meta.Config model.Config with
+    | [||] -> ()
+    | diffs ->
+        let text = diffs |> Array.map (fun (k, c, m) -> sprintf "%s: %s in the checkpoint, %s in the model" k c m)
+        raise (InvalidDataException(sprintf "%s holds a model of another configuration: %s." path (String.Join("; ", text))))
     use zip = openZip path
     match copyEntry zip "model.bin" with
     | Some ms -> (use ms = ms in model.load(ms, strict = true) |> ignore)
@@ -164,15 +140,23 @@ let loadInto (path: string) (model: MaskedAutoencoderViT) (optimizer: Optim.Adam
     | _ -> ()
 
 /// Builds the model a checkpoint describes and loads its weights.
-let loadModel (path: string) (device: Device) : MaskedAutoencoderViT * Meta =
+let loadModel (path: string) (device: Device) : MaskedAutoencoder * Meta =
     let meta = readMeta path
-    let model = new MaskedAutoencoderViT(meta.Config)
+    let model = new MaskedAutoencoder(meta.Config)
     loadInto path model None None
     if not (isNull device) then model.``to``(device) |> ignore
     model, meta
 
+/// `loadModel` for a caller that reads one modality: InvalidDataException naming both modalities
+/// when the checkpoint holds a model of another.
+let loadModelOf (modality: string) (path: string) (device: Device) : MaskedAutoencoder * Meta =
+    let meta = readMeta path
+    if meta.Config.Modality <> modality then
+        raise (InvalidDataException(sprintf "%s holds a model of modality %s; expected modality %s here." path meta.Config.Modality modality))
+    loadModel path device
+
 /// Writes the encoder's weights alone (no decoder, no mask token) in TorchSharp's format.
-let exportEncoder (path: string) (model: MaskedAutoencoderViT) =
+let exportEncoder (path: string) (model: MaskedAutoencoder) =
     let decoderNames =
         model.named_parameters()
         |> Seq.map (fun struct (n, _) -> n)

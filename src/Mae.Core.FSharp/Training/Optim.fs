@@ -138,6 +138,19 @@ type AdamW(groups: Group[], lr: float, betas: float * float, eps: float) =
             for p in g.Parameters do
                 p.grad <- null
 
+    /// Whether every parameter buffer and moment holds finite values (a few whole-buffer checks).
+    member _.IsFinite() =
+        use _ = torch.no_grad()
+        Array.append flats (Array.append expAvg expAvgSq)
+        |> Array.forall (fun t -> t.numel() = 0L || (use ok = t.isfinite().all() in ok.item<bool>()))
+
+    /// The moment buffers, named "exp_avg.K" / "exp_avg_sq.K" for group K (for checks such as
+    /// Weights.nonFinite; not copies).
+    member _.State() : (string * Tensor)[] =
+        [| for k in 0 .. groups.Length - 1 do
+               yield sprintf "exp_avg.%d" k, expAvg.[k]
+               yield sprintf "exp_avg_sq.%d" k, expAvgSq.[k] |]
+
     /// Writes the step count and moment buffers.
     member _.Save(w: BinaryWriter) =
         w.Write "Mae.AdamW/1"

@@ -1,5 +1,6 @@
 /// Pretraining loop: AdamW, warmup + cosine per iteration, gradient accumulation and clipping,
-/// a stop on NaN/Inf, one dispose scope per step, checkpoints that resume the same trajectory.
+/// a stop before anything non-finite reaches the weights or a checkpoint, one dispose scope per
+/// step, checkpoints that resume the same trajectory.
 namespace Mae
 
 open System
@@ -93,15 +94,52 @@ module Pretrain =
         use g = new Generator(uint64 (seed * 1000003L + int64 epoch + 17L), torch.CPU)
         torch.randperm(int64 n, generator = g)
 
-    /// Pretrains `model` on `images` [N, C, H, W] (kept where they are; each batch is moved to the
-    /// model's device). `resumeFrom`: a checkpoint written by this function (or null).
-    let run (model: MaskedAutoencoderViT) (images: Tensor) (options: PretrainOptions) (resumeFrom: string)
+    /// The training options a checkpoint records (a resumed run must use the same: the data order
+    /// and the schedule depend on them), as JSON values by name.
+    let recordedOptions (o: PretrainOptions) : (string * JsonNode) list =
+        [ "seed", JsonValue.Create o.Seed; "batchSize", JsonValue.Create(int64 o.BatchSize)
+          "accumulationSteps", JsonValue.Create(int64 o.AccumulationSteps); "epochs", JsonValue.Create(int64 o.Epochs)
+          "baseLr", JsonValue.Create o.BaseLr; "minLr", JsonValue.Create o.MinLr; "warmupEpochs", JsonValue.Create o.WarmupEpochs
+          "weightDecay", JsonValue.Create o.WeightDecay; "clipGrad", JsonValue.Create o.ClipGrad ]
+
+    /// Where resuming from a checkpoint with `meta`, a model of `config` and options `o` would not
+    /// continue the run that wrote it: (setting, value here, value in the checkpoint), first the
+    /// configuration's settings ("depth", "maskRatio", "input.imageHeight"), then the options
+    /// (`recordedOptions`' names; an option the checkpoint does not record is not compared).
+    let resumeMismatches (meta: Checkpoint.Meta) (config: MaeConfig) (o: PretrainOptions) =
+        let configDiffs = ConfigJson.differences meta.Config config |> Array.map (fun (k, ckpt, here) -> k, here, ckpt)
+        let optionDiffs =
+            [| for key, value in recordedOptions o do
+                   match meta.Extra.[key] with
+                   | null -> ()
+                   | stored when stored.ToJsonString() <> value.ToJsonString() -> yield key, value.ToJsonString(), stored.ToJsonString()
+                   | _ -> () |]
+        configDiffs, optionDiffs
+
+    /// The stop when a step's gradients or its update are not finite: names the step and the
+    /// tensors, and says that nothing of this step was saved.
+    let private diverged (what: string) (bad: string[]) (step: int) (it: int) (epoch: int) (saved: string) =
+        let shown = if bad.Length > 12 then Array.append bad.[.. 11] [| sprintf "... (%d more)" (bad.Length - 12) |] else bad
+        InvalidOperationException(
+            sprintf "%s NaN or infinite at step %d (iteration %d, epoch %d) in %d tensor(s): %s. Training stopped; nothing of this step was saved%s. Lower BaseLr, enable ClipGrad, or check the input for NaN/Inf."
+                what step it epoch bad.Length (String.Join(", ", shown)) saved)
+
+    /// Pretrains `model` on `inputs` (a batch of the model's modality, e.g. images [N, C, H, W];
+    /// kept where they are; each batch is moved to the model's device). `resumeFrom`: a checkpoint
+    /// written by this function (or null). A step whose gradients or whose update are not finite
+    /// stops the run with InvalidOperationException naming the step and the tensors, before the
+    /// weights (for gradients) or any checkpoint (in both cases) takes them: the last checkpoint
+    /// written stays the last finite state.
+    let run (model: MaskedAutoencoder) (inputs: Tensor) (options: PretrainOptions) (resumeFrom: string)
             (progress: PretrainProgress -> unit) (cancel: CancellationToken) : PretrainResult =
         Runtime.tuneAllocator ()
         let o = PretrainOptions.validate options
-        Guard.rank "images" 4 "[N, C, H, W]" images
-        let n = int images.shape.[0]
-        if n < o.BatchSize then Guard.fail "images" (Guard.shapeOf images) (sprintf "at least BatchSize = %d images" o.BatchSize)
+        Guard.notNull "model" model
+        Guard.notNull "inputs" inputs
+        Guard.nonEmptyBatch "inputs" inputs
+        model.Adapter.Check("inputs", inputs.narrow(0L, 0L, 1L))
+        let n = int inputs.shape.[0]
+        if n < o.BatchSize then Guard.fail "inputs" (Guard.shapeOf inputs) (sprintf "at least BatchSize = %d samples" o.BatchSize)
         let device = Runtime.deviceOf model
         let itersPerEpoch = n / o.BatchSize
         let totalIters = itersPerEpoch * o.Epochs
@@ -115,18 +153,18 @@ module Pretrain =
         let mutable it = 0
         if not (String.IsNullOrEmpty resumeFrom) then
             let meta = Checkpoint.readMeta resumeFrom
-            if meta.Config <> model.Config then
-                Guard.fail "resumeFrom" resumeFrom "a checkpoint of a model with the same configuration"
+            let configDiffs, optionDiffs = resumeMismatches meta model.Config o
+            let describe (diffs: (string * string * string)[]) =
+                String.Join("; ", diffs |> Array.map (fun (k, here, ckpt) -> sprintf "%s = %s here, %s in the checkpoint" k here ckpt))
+            if configDiffs.Length > 0 then
+                Guard.fail "resumeFrom" resumeFrom (sprintf "a checkpoint of a model with the same configuration (%s)" (describe configDiffs))
             // the data order and the schedule depend on these: a resumed run must use the same
-            for key, value in [ "seed", o.Seed; "batchSize", int64 o.BatchSize; "accumulationSteps", int64 accum; "epochs", int64 o.Epochs ] do
-                match meta.Extra.[key] with
-                | null -> ()
-                | stored when stored.GetValue<int64>() <> value ->
-                    Guard.fail "options" (sprintf "%s = %d" key value) (sprintf "%s = %d as in the checkpoint %s" key (stored.GetValue<int64>()) resumeFrom)
-                | _ -> ()
+            if optionDiffs.Length > 0 then
+                Guard.fail "options" (describe optionDiffs) (sprintf "the options of the run that wrote %s" resumeFrom)
             Checkpoint.loadInto resumeFrom model (Some optimizer) (Some maskGen)
             it <- meta.Iteration
         let stopAt = if o.MaxIterations > 0 then min totalIters o.MaxIterations else totalIters
+        let named = Weights.named model
         let parameters = model.parameters() |> Array.ofSeq
         let epochLosses = Collections.Generic.List<float>()
         let clock = Stopwatch.StartNew()
@@ -137,10 +175,8 @@ module Pretrain =
             if not (String.IsNullOrEmpty o.CheckpointDirectory) then
                 let path = checkpointFile o.CheckpointDirectory
                 let extra = JsonObject()
-                extra.["seed"] <- JsonValue.Create o.Seed
-                extra.["batchSize"] <- JsonValue.Create(int64 o.BatchSize)
-                extra.["accumulationSteps"] <- JsonValue.Create(int64 accum)
-                extra.["epochs"] <- JsonValue.Create(int64 o.Epochs)
+                for key, value in recordedOptions o do
+                    extra.[key] <- value
                 Checkpoint.save path model (Some optimizer) (Some maskGen)
                     { Config = model.Config; Iteration = it; Step = it / accum; Epoch = it / itersPerEpoch; Extra = extra }
                 lastCkpt <- path
@@ -156,15 +192,23 @@ module Pretrain =
                     if it % accum = 0 then
                         Optim.setLr optimizer groups (Optim.scheduledLr lr o.MinLr warmupSteps totalSteps (it / accum))
                     let idx = order.narrow(0L, int64 ((it % itersPerEpoch) * o.BatchSize), int64 o.BatchSize)
-                    let batch = images.index_select(0L, idx).``to``(device)
+                    let batch = inputs.index_select(0L, idx).``to``(device)
                     let out = (use _ = Precision.scope o.Precision in model.Forward(batch, maskGen))
                     let value = out.Loss.item<float32>() |> float
                     if Double.IsNaN value || Double.IsInfinity value then
                         raise (InvalidOperationException(sprintf "Loss is %f at iteration %d (epoch %d); training stopped. Lower BaseLr, enable ClipGrad, or check the input for NaN/Inf." value it epoch))
                     (if accum = 1 then out.Loss else out.Loss / float accum).backward()
                     if (it + 1) % accum = 0 then
+                        let step = (it + 1) / accum
+                        let saved = if isNull lastCkpt then "" else sprintf "; %s holds the last finite state" lastCkpt
+                        if not (Weights.allFinite [| for p in parameters -> p.grad |]) then
+                            let grads = named |> Array.map (fun (name, p) -> name, p.grad)
+                            raise (diverged "Gradients are" (Weights.nonFinite grads) step it epoch saved)
                         if o.ClipGrad > 0.0 then torch.nn.utils.clip_grad_norm_(parameters, o.ClipGrad) |> ignore
                         optimizer.Step()
+                        if not (optimizer.IsFinite()) then
+                            let bad = Array.append (Weights.nonFinite named) (Weights.nonFinite (optimizer.State()))
+                            raise (diverged "The AdamW update made weights" bad step it epoch saved)
                         optimizer.ZeroGrad()
                     value
                 Runtime.endOfStep ()

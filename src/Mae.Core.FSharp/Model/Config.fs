@@ -1,0 +1,150 @@
+/// The configuration of a masked autoencoder: what it reads (the modality and its input sizes),
+/// the encoder and decoder shapes, the masking and the objective; and the presets.
+namespace Mae
+
+open System
+
+/// What a model reads. Each modality adds a case, its adapter (Build.adapter) and its presets.
+type Modality =
+    /// Images [N, C, H, W] in patches (MAE).
+    | Image of ImageInput
+
+    /// The modality's name as checkpoints, `mae info` and the CLI spell it.
+    member m.Name =
+        match m with
+        | Image _ -> "image"
+
+    /// The token grid, slowest axis first.
+    member m.Grid =
+        match m with
+        | Image i -> let gh, gw = i.Grid in [| gh; gw |]
+
+    /// Tokens per sample L.
+    member m.NumTokens = Array.fold (*) 1 m.Grid
+
+    /// Every problem of the input sizes (each check raises an ArgumentException naming the setting).
+    member m.Problems() =
+        match m with
+        | Image i -> i.Problems()
+
+    /// The names `Name` gives, one per case.
+    static member Names = [| "image" |]
+
+type MaeConfig =
+    { /// What the model reads and how it is cut into tokens.
+      Input: Modality
+      /// Encoder width D.
+      EmbedDim: int
+      /// Encoder blocks.
+      Depth: int
+      /// Encoder attention heads.
+      Heads: int
+      /// Decoder width (ignored by the linear head).
+      DecoderEmbedDim: int
+      /// Decoder blocks; 0 = a linear head on the encoder's tokens instead of a transformer decoder.
+      DecoderDepth: int
+      /// Decoder attention heads (ignored by the linear head).
+      DecoderHeads: int
+      /// MLP hidden width as a multiple of the block width.
+      MlpRatio: float
+      /// How tokens are hidden during pretraining (MAE: 75% random per sample).
+      Masking: MaskingStrategy
+      /// Predict per-patch normalised targets (MAE's better default).
+      NormPixLoss: bool
+      /// Prepend a learnable cls token to the encoder's sequence.
+      ClsToken: bool
+      /// Learned positional tables instead of fixed sin-cos ones.
+      LearnedPosEmbed: bool
+      /// Attention kernel used by every block.
+      Attention: AttentionKernel
+      /// Whether the encoder reads the visible tokens only (MAE) or all tokens with mask tokens.
+      EncoderInput: EncoderInput }
+
+    member c.MaskRatio = c.Masking.Ratio
+
+    /// The modality's name ("image", ...).
+    member c.Modality = c.Input.Name
+
+    /// Tokens per sample L.
+    member c.NumTokens = c.Input.NumTokens
+
+    /// The image input sizes; ArgumentException naming Input for a model of another modality.
+    member c.Image =
+        match c.Input with
+        | Image i -> i
+
+module MaeConfig =
+
+    let private vit (imageSize: int) (patch: int) (channels: int) (d, depth, heads) (dd, ddepth, dheads) =
+        { Input = Image { ImageSize = imageSize, imageSize; PatchSize = patch, patch; Channels = channels }
+          EmbedDim = d
+          Depth = depth
+          Heads = heads
+          DecoderEmbedDim = dd
+          DecoderDepth = ddepth
+          DecoderHeads = dheads
+          MlpRatio = 4.0
+          Masking = RandomPerSample 0.75
+          NormPixLoss = true
+          ClsToken = true
+          LearnedPosEmbed = false
+          Attention = AttentionKernel.Math
+          EncoderInput = VisibleOnly }
+
+    /// Trains on 2 CPU cores: 28x28 grey images, patch 7, width 128 x 4 blocks, decoder 128 x 1.
+    let tiny = vit 28 7 1 (128, 4, 4) (128, 1, 4)
+
+    /// MAE ViT-Base/16 on 224x224 RGB (decoder 512 x 8).
+    let ``base`` = vit 224 16 3 (768, 12, 12) (512, 8, 16)
+
+    /// MAE ViT-Large/16.
+    let large = vit 224 16 3 (1024, 24, 16) (512, 8, 16)
+
+    /// MAE ViT-Huge/14.
+    let huge = vit 224 14 3 (1280, 32, 16) (512, 8, 16)
+
+    /// The preset names `ofName` knows.
+    let names = [| "tiny"; "base"; "large"; "huge" |]
+
+    /// The preset of that name (case-insensitive); ArgumentException for an unknown name.
+    let ofName (preset: string) =
+        match (if isNull preset then "" else preset.ToLowerInvariant()) with
+        | "tiny" -> tiny
+        | "base" -> ``base``
+        | "large" -> large
+        | "huge" -> huge
+        | _ -> Guard.fail "preset" (sprintf "\"%s\"" preset) ("one of " + String.Join(", ", names))
+
+    /// The configuration with other image sizes (same modality: image).
+    let withImage (imageSize: int * int) (patchSize: int * int) (channels: int) (c: MaeConfig) =
+        { c with Input = Image { ImageSize = imageSize; PatchSize = patchSize; Channels = channels } }
+
+    /// Every problem of the configuration, each an ArgumentException naming the setting, its value
+    /// and the allowed range (empty when the configuration is valid).
+    let problems (c: MaeConfig) : ArgumentException[] =
+        let width (name: string) (value: int) =
+            if value <= 0 || value % 4 <> 0 then Guard.fail name value "a positive multiple of 4"
+        let heads (name: string) (value: int) (widthName: string) (w: int) =
+            Guard.positive name value
+            if w % value <> 0 then Guard.fail name value (sprintf "a divisor of %s %d" widthName w)
+        let transformerDecoder = c.DecoderDepth > 0
+        let checks: (unit -> unit) list =
+            [ yield! (if isNull (box c.Input) then [ fun () -> Guard.notNull "Input" c.Input ] else c.Input.Problems())
+              fun () -> Guard.positive "Depth" c.Depth
+              fun () -> if c.DecoderDepth < 0 then Guard.fail "DecoderDepth" c.DecoderDepth "0 (a linear head) or a positive number of blocks"
+              fun () -> width "EmbedDim" c.EmbedDim
+              fun () -> if c.EmbedDim > 0 then heads "Heads" c.Heads "EmbedDim" c.EmbedDim
+              if transformerDecoder then
+                  fun () -> width "DecoderEmbedDim" c.DecoderEmbedDim
+                  fun () -> if c.DecoderEmbedDim > 0 then heads "DecoderHeads" c.DecoderHeads "DecoderEmbedDim" c.DecoderEmbedDim
+              fun () -> if not (c.MlpRatio > 0.0) then Guard.fail "MlpRatio" c.MlpRatio "a positive number"
+              fun () -> Guard.notNull "Masking" c.Masking
+              fun () -> if not (isNull (box c.Masking)) then Guard.maskRatio "MaskRatio" c.MaskRatio ]
+        [| for check in checks do
+               try check () with :? ArgumentException as e -> yield e |]
+
+    /// Checks every setting; raises ArgumentException naming the first bad one.
+    let validate (c: MaeConfig) =
+        match problems c with
+        | [||] -> c
+        | ps -> raise ps.[0]
