@@ -50,14 +50,17 @@ let eqScalar (t: Tensor) (v: float) = t.eq(v.ToScalar())
 let expectShape (t: Tensor) (shape: int64 list) (what: string) =
     Expect.sequenceEqual t.shape (Array.ofList shape) (what + ": shape")
 
-/// A mask ratio Num/Den given as a fraction, so that floor(L(1-r)) can be computed exactly
-/// in integers (decimal ratios such as 0.9 are not exact doubles: 10 * (1 - 0.9) < 1).
+/// A mask ratio Num/Den. `Value` is the double the masking functions get; the kept counts follow
+/// the references' double arithmetic on it, so decimal ratios that are not exact doubles count as
+/// the references count them (10 tokens at 9/10 keep int(10 * (1 - 0.9)) = int(0.99...98) = 0).
 type Ratio =
     { Num: int
       Den: int }
     member r.Value = float r.Num / float r.Den
-    /// floor(count * (1 - Num/Den)), exactly.
-    member r.Keep(count: int) = count * (r.Den - r.Num) / r.Den
+    /// MAE's kept count int(count * (1 - r)) in double precision (models_mae.py random_masking).
+    member r.Keep(count: int) = int (float count * (1.0 - r.Value))
+    /// VideoMAE's kept count per time slot: count - int(r * count) (TubeMaskingGenerator).
+    member r.TubeKeep(count: int) = count - int (r.Value * float count)
 
 let ratios =
     gen {
@@ -100,7 +103,7 @@ type MaskCase =
         | PerSample
         | BatchShared
         | Block _ -> c.Ratio.Keep c.L
-        | Tube slots -> slots * c.Ratio.Keep(c.L / slots)
+        | Tube slots -> slots * c.Ratio.TubeKeep(c.L / slots)
         | TimeFrequency(f, t, rf) -> rf.Keep f * c.Ratio.Keep t
         | Given hidden -> c.L - hidden
 
@@ -109,7 +112,7 @@ type MaskCase =
     member c.KeepsSome =
         match c.Kind with
         | TimeFrequency(f, t, rf) -> rf.Keep f >= 1 && c.Ratio.Keep t >= 1
-        | Tube slots -> c.Ratio.Keep(c.L / slots) >= 1
+        | Tube slots -> c.Ratio.TubeKeep(c.L / slots) >= 1
         | _ -> c.ExpectedKeep >= 1
 
 let kindNames = [ "random"; "randomShared"; "tube"; "timeFrequency"; "block"; "given" ]
@@ -147,7 +150,8 @@ let maskCasesOf (kind: string) =
     }
     |> Gen.filter (fun c -> c.KeepsSome)
 
-/// Cases whose ratio would hide every token of some axis (never `Given`).
+/// Cases whose ratio would hide every token of some axis (never `Given`, never tube: VideoMAE's
+/// rule keeps S - int(r * S) >= 1 tokens per slot for every r in [0, 1)).
 let hideAllCasesOf (kind: string) =
     gen {
         let! c = Gen.filter (fun (c: MaskCase) -> not c.KeepsSome) (gen {
@@ -160,7 +164,6 @@ let hideAllCasesOf (kind: string) =
             match kind with
             | "randomShared" -> { c with Kind = BatchShared }
             | "block" -> { c with Kind = Block(1, c.L) }
-            | "tube" -> { c with Kind = Tube 1 }
             | _ -> c
     }
 

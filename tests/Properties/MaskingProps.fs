@@ -106,7 +106,7 @@ let blockCases =
 
 let tests =
     testList "masking" [
-        testList "kept count = floor(L(1-r))" [ for k in kindNames -> property k (maskCasesOf k) keptCount ]
+        testList "kept count = int(L(1-r)), tube slots * (S - int(rS))" [ for k in kindNames -> property k (maskCasesOf k) keptCount ]
         testList "order restoration" [ for k in kindNames -> property k (maskCasesOf k) restoresOrder ]
         testList "structure" [
             property "tube mask constant over time slots" (maskCasesOf "tube") tubeConstantOverTime

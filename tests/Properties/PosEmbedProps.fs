@@ -127,9 +127,29 @@ let hideAllRaises (kind: string) (c: MaskCase) =
     | :? ArgumentException as ae -> Expect.equal ae.ParamName "maskRatio" (sprintf "%s: ParamName" kind)
     | other -> failtestf "expected an ArgumentException, got %s" (other.GetType().Name)
 
+/// Tube cases at ratios just below 1: (slots, S, ratio, seed).
+let tubeNearOneCases =
+    gen {
+        let! slots = Gen.choose (1, 3)
+        let! s = Gen.choose (1, 40)
+        let! ratio = Gen.elements [ 0.9; 0.99; 39.0 / 40.0; 1.0 - 1e-12; Math.BitDecrement 1.0 ]
+        let! seed = seeds
+        return slots, s, ratio, seed
+    }
+
+/// VideoMAE's tube rule hides int(r * S) per slot and r * S < S, so every slot keeps a token.
+let tubeKeepsOnePerSlot (slots: int, s: int, ratio: float, seed: int64) =
+    use _ = torch.NewDisposeScope()
+    use g = generator seed
+    let m = Masking.tube g ratio slots (torch.zeros(1L, int64 (slots * s), 2L))
+    let keepS = s - int (ratio * float s)
+    Expect.isGreaterThanOrEqual keepS 1 "S - int(r * S) keeps at least one token per slot"
+    Expect.equal m.IdsKeep.shape.[1] (int64 (slots * keepS)) "kept tokens: slots * (S - int(r * S))"
+
 let tests =
     testList "positions and guards" [
-        for kind in [ "random"; "randomShared"; "block"; "tube" ] do
+        property "tube: a ratio just below 1 still keeps S - int(r * S) >= 1 per slot" tubeNearOneCases tubeKeepsOnePerSlot
+        for kind in [ "random"; "randomShared"; "block" ] do
             property (sprintf "%s: a ratio hiding every token raises ArgumentException naming maskRatio" kind)
                 (hideAllCasesOf kind) (hideAllRaises kind)
         property "sinCos2d: cls row 0, values in [-1,1], distinct rows, column/row halves" tableCases sinCos2dLayout

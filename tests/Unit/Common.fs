@@ -20,8 +20,9 @@ let small =
 
 let gen (seed: int) = new Generator(uint64 seed, torch.CPU)
 
-/// Hidden tokens per sample for L tokens at ratio r (MAE: L - floor(L(1-r))).
-let hiddenCount (l: int) (r: float) = l - int (floor (float l * (1.0 - r) + 1e-9))
+/// Hidden tokens per sample for L tokens at ratio r: L - int(L(1-r)), the kept count in double
+/// precision as MAE's random_masking computes it.
+let hiddenCount (l: int) (r: float) = l - int (float l * (1.0 - r))
 
 let shape (t: Tensor) = t.shape |> List.ofArray
 

@@ -21,16 +21,18 @@ type MaskResult =
 
 module Masking =
 
-    /// MAE's kept count floor(L * (1 - ratio)), for the ratio argument called `name`; at least
-    /// one token must stay visible.
+    /// MAE's kept count, for the ratio argument called `name`: int(L * (1 - ratio)) in double
+    /// precision, truncated, exactly as `random_masking` in facebookresearch/mae models_mae.py
+    /// (so 100 tokens at 0.9 keep int(9.999999999999998) = 9). At least one token must stay visible.
     let keepCountOf (name: string) (tokens: int) (ratio: float) =
         Guard.maskRatio name ratio
-        let keep = int (floor (float tokens * (1.0 - ratio) + 1e-9))
+        let keep = int (float tokens * (1.0 - ratio))
         if keep < 1 then
-            Guard.fail name ratio (sprintf "a ratio that leaves at least one of the %d tokens visible (at most %g)" tokens (1.0 - 1.0 / float tokens))
+            Guard.fail name ratio (sprintf "a ratio that leaves at least one of the %d tokens visible (at most about %g)" tokens (1.0 - 1.0 / float tokens))
         keep
 
-    /// MAE's kept count: floor(L * (1 - maskRatio)); at least one token must stay visible.
+    /// MAE's kept count int(L * (1 - maskRatio)) (models_mae.py random_masking); at least one
+    /// token must stay visible.
     let keepCount (tokens: int) (ratio: float) = keepCountOf "maskRatio" tokens ratio
 
     /// A System.Random seeded from the torch generator, for masks built on the CPU by rules
@@ -63,8 +65,8 @@ module Masking =
         let key = hidden.to_type(ScalarType.Int64) * l + torch.arange(l, device = hidden.device).unsqueeze(0L)
         key.argsort(dim = 1L)
 
-    /// Random masking per sample (MAE): noise -> argsort -> keep the first floor(L(1-r)).
-    /// x: [N, L, D]
+    /// Random masking per sample (MAE, models_mae.py random_masking): noise -> argsort -> keep the
+    /// first int(L(1-r)) (`keepCount`). x: [N, L, D]
     let random (gen: Generator) (ratio: float) (x: Tensor) : MaskResult =
         checkTokens x
         let n, l = x.shape.[0], x.shape.[1]
@@ -72,7 +74,8 @@ module Masking =
         let noise = torch.rand([| n; l |], generator = gen)
         fromShuffle x (noise.argsort(dim = 1L)) keep
 
-    /// Random masking with one mask shared by every sample of the batch. x: [N, L, D]
+    /// Random masking with one mask shared by every sample of the batch; keeps int(L(1-r)) as MAE's
+    /// random_masking (`keepCount`). x: [N, L, D]
     let randomShared (gen: Generator) (ratio: float) (x: Tensor) : MaskResult =
         checkTokens x
         let n, l = x.shape.[0], x.shape.[1]
@@ -82,14 +85,19 @@ module Masking =
 
     /// Tube masking (VideoMAE): one random spatial mask per sample, the same in every time slot.
     /// x: [N, slots*S, D] with tokens ordered slot-major (as `Patchify.patchify3d` gives them).
-    /// Keeps slots * floor(S(1-r)) tokens.
+    /// VideoMAE's rule (masking_generator.py TubeMaskingGenerator): int(r * S) hidden per slot,
+    /// computed in double precision, so slots * (S - int(r * S)) tokens are kept.
     let tube (gen: Generator) (ratio: float) (slots: int) (x: Tensor) : MaskResult =
         checkTokens x
         Guard.positive "slots" slots
+        Guard.maskRatio "maskRatio" ratio
         let n, l = x.shape.[0], x.shape.[1]
         if l % int64 slots <> 0L then Guard.fail "x token count L" l (sprintf "a multiple of slots = %d" slots)
         let s = l / int64 slots
-        let keepS = keepCount (int s) ratio
+        let keepS = int s - int (ratio * float s)
+        // r * S < S for every r in [0, 1), so this cannot happen; kept as the guard the rule needs
+        if keepS < 1 then
+            Guard.fail "maskRatio" ratio (sprintf "a ratio that leaves at least one of the %d tokens per slot visible" s)
         let noise = torch.rand([| n; s |], generator = gen)
         let spatialRank = noise.argsort(dim = 1L).argsort(dim = 1L) // rank of each spatial token
         let hiddenS = spatialRank.ge(torch.tensor(int64 keepS)) // [N, S] bool
@@ -98,7 +106,8 @@ module Masking =
 
     /// Time/frequency masking (Audio-MAE): whole time columns and whole frequency rows are hidden.
     /// x: [N, F*T, D] for a grid of F frequency rows by T time columns, row-major.
-    /// Keeps floor(F(1-freqRatio)) * floor(T(1-timeRatio)) tokens per sample.
+    /// Audio-MAE's rule (models_mae.py random_masking_2d): int(T(1-timeRatio)) time columns and
+    /// int(F(1-freqRatio)) frequency rows kept, each as `keepCountOf`; their product per sample.
     let timeFrequency (gen: Generator) (timeRatio: float) (freqRatio: float) (freqRows: int, timeCols: int) (x: Tensor) =
         checkTokens x
         Guard.maskRatio "timeRatio" timeRatio
@@ -121,7 +130,8 @@ module Masking =
 
     /// Block-wise masking (BEiT): random rectangles (area >= minBlock, aspect in [0.3, 1/0.3])
     /// are hidden until the target count is reached, topped up with single random tokens so that
-    /// exactly L - floor(L(1-r)) are hidden. x: [N, h*w, D] for a grid of h rows and w columns.
+    /// exactly L - int(L(1-r)) are hidden (MAE's kept count, `keepCount`, not BEiT's own rule).
+    /// x: [N, h*w, D] for a grid of h rows and w columns.
     let block (gen: Generator) (ratio: float) (h: int, w: int) (x: Tensor) : MaskResult =
         checkTokens x
         Guard.positive "h" h
