@@ -1,6 +1,6 @@
 /// Golden values from the reference MAE: tests/golden/make_golden.py re-implements
 /// facebookresearch/mae's models_mae.py in PyTorch and wrote tests/fixtures/golden (no Python is
-/// needed here). For each case the reference's weights are loaded into Mae's MaskedAutoencoderViT
+/// needed here). For each case the reference's weights are loaded into Mae's MaskedAutoencoder
 /// by name, the same mask is drawn from the committed noise, and the loss, prediction, mask,
 /// encoder outputs and gradients must match. keep_counts.json holds the references' kept counts
 /// (MAE's random_masking, VideoMAE's tube masking) for many (L, r).
@@ -73,9 +73,7 @@ let private readCase (name: string) =
 let private configOf (c: JsonNode) (kernel: AttentionKernel) =
     let get (key: string) = c.[key].GetValue<int>()
     { MaeConfig.tiny with
-        ImageSize = (get "image_size", get "image_size")
-        PatchSize = (get "patch_size", get "patch_size")
-        Channels = get "in_chans"
+        Input = Image { ImageSize = (get "image_size", get "image_size"); PatchSize = (get "patch_size", get "patch_size"); Channels = get "in_chans" }
         EmbedDim = get "embed_dim"
         Depth = get "depth"
         Heads = get "num_heads"
@@ -91,7 +89,7 @@ let private configOf (c: JsonNode) (kernel: AttentionKernel) =
 
 /// Copies every reference weight into the parameter of that name; fails naming every missing,
 /// extra or mis-shaped name.
-let private loadWeights (model: MaskedAutoencoderViT) (weights: Map<string, Tensor>) =
+let private loadWeights (model: MaskedAutoencoder) (weights: Map<string, Tensor>) =
     let ours = model.named_parameters() |> Seq.map (fun struct (n, p) -> n, p) |> Map.ofSeq
     let missing = weights |> Map.filter (fun n _ -> not (ours.ContainsKey n)) |> Map.keys |> List.ofSeq
     let extra = ours |> Map.filter (fun n _ -> not (weights.ContainsKey n)) |> Map.keys |> List.ofSeq
@@ -143,13 +141,13 @@ let private checkCase (name: string) (kernel: AttentionKernel) =
     use _ = torch.NewDisposeScope()
     let case = readCase name
     let cfg = configOf case.Config kernel
-    use model = new MaskedAutoencoderViT(cfg)
+    use model = new MaskedAutoencoder(cfg)
     // Mae's own fixed sin-cos tables, before loading: the reference's values
     let tables =
         [ for t in [ "pos_embed"; "decoder_pos_embed" ] -> difference (t + " (Mae's own table)") (param model t) (case.Get "weights" t) ]
     loadWeights model case.Tensors.["weights"]
     let imgs, noise = case.Get "inputs" "imgs", case.Get "inputs" "noise"
-    let keep = Masking.keepCount cfg.NumPatches cfg.MaskRatio
+    let keep = Masking.keepCount cfg.NumTokens cfg.MaskRatio
     Expect.equal keep (case.Config.["len_keep"].GetValue<int>()) "Mae's kept count = the reference's len_keep"
     let masking (x: Tensor) = Masking.fromShuffle x (noise.argsort(dim = 1L)) keep
     let out = model.Forward(imgs, masking)
