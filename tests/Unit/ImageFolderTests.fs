@@ -125,6 +125,7 @@ let tests =
             digitTree dir.Path 24 |> ignore
             let ds = ImageFolder.openClasses dir.Path 0
             let transform = Transforms.compose [| Transforms.pretrain (16, 16); Transforms.normalize mnistStats |]
+            let seen = Collections.Generic.List<float32[]>()
             for workers in [ 0; 2 ] do
                 let loader = BatchLoader(ds, { LoaderOptions.training 5 3L transform with Workers = workers })
                 Expect.equal loader.IterationsPerEpoch 4 "24 / 5, the partial batch dropped"
@@ -137,6 +138,7 @@ let tests =
                           Expect.equal inner.Labels.dtype ScalarType.Int64 "int64 labels"
                           yield inner ]
                 Expect.equal kept.Length 4 "four batches"
+                seen.Add(kept |> Seq.collect (fun b -> b.Inputs.data<float32>().ToArray()) |> Array.ofSeq)
                 for b in kept do (b :> IDisposable).Dispose()
                 Expect.isTrue kept.Head.Inputs.IsInvalid "Dispose frees the batch's tensors"
                 use cts = new CancellationTokenSource()
@@ -146,6 +148,26 @@ let tests =
                             (b :> IDisposable).Dispose()
                             cts.Cancel())
                 Expect.isNotNull e "cancellation raises on the consumer's thread"
+            Expect.equal seen.[1] seen.[0] "decoding on two worker threads gives the batches decoded on the consumer's"
+        }
+        test "JPEG files (.jpg, .jpeg, .JPEG as ImageNet names them) are read; other files are not images" {
+            use dir = new TempDir()
+            let jpg (comp: ColorComponents) (data: byte[]) =
+                use s = new MemoryStream()
+                ImageWriter().WriteJpg(data, 8, 8, comp, s, 100)
+                s.ToArray()
+            let grey = Array.init 64 (fun i -> byte (40 + i))
+            writeFile (dir.File "a/x.jpg") (jpg ColorComponents.Grey grey)
+            writeFile (dir.File "a/y.JPEG") (jpg ColorComponents.Grey grey)
+            writeFile (dir.File "b/z.jpeg") (jpg ColorComponents.Grey (Array.rev grey))
+            writeFile (dir.File "b/notes.txt") [| 65uy |]
+            let ds = ImageFolder.openClasses dir.Path 0
+            Expect.equal (ds.Files |> Array.map Path.GetFileName) [| "x.jpg"; "y.JPEG"; "z.jpeg" |] "image endings, any case; other files left out"
+            let x = ((ds :> IDataset).Read 0).Input
+            // stb_image_write stores every JPEG as YCbCr: 3 channels, R = G = B for grey content
+            Expect.equal (shape x) [ 3L; 8L; 8L ] "YCbCr JPEG -> [3, H, W]"
+            let expected = torch.tensor(grey |> Array.map (fun b -> float32 b / 255.0f)).reshape(1L, 8L, 8L).expand(3L, 8L, 8L)
+            Expect.isLessThan ((x - expected).abs().max().item<float32> ()) (4.0f / 255.0f) "quality-100 JPEG: within a few grey levels"
         }
         test "missing folder, empty folder, class folder without images: errors naming the folder" {
             use dir = new TempDir()

@@ -176,6 +176,18 @@ module Transforms =
             let std = torch.tensor(stats.Std |> Array.map float32).reshape(int64 c, 1L, 1L)
             (x - mean) / std)
 
+    /// The default statistics for `channels`: ImageNet's for 3 (RGB); for any other count there
+    /// is none, and the ArgumentException says to compute them with `statistics` on the training split.
+    let defaultStats (channels: int) =
+        if channels = 3 then imageNet
+        else Guard.fail "channels" channels "3 for ImageNet's default statistics; otherwise compute them with Transforms.statistics on the training split"
+
+    /// MAE's pretraining pipeline: `pretrain (height, width)` then `normalize stats`.
+    let forPretraining (height: int, width: int) (stats: ChannelStats) = compose [| pretrain (height, width); normalize stats |]
+
+    /// MAE's evaluation pipeline: `evaluation (height, width)` then `normalize stats`.
+    let forEvaluation (height: int, width: int) (stats: ChannelStats) = compose [| evaluation (height, width); normalize stats |]
+
     /// Per-channel mean and (population) standard deviation of every value of every sample of
     /// `dataset`, as read (image folders: pixel / 255), accumulated in float64. Reads the whole
     /// dataset once; raises what `Read` raises. Use it on the training split only.
