@@ -99,7 +99,9 @@ module ImageFile =
     /// `expectedChannels` > 0: a file with another channel count raises InvalidDataException naming
     /// the file, its channels and the expected. Any failure is an InvalidDataException whose
     /// message starts with the file's path and says what was wrong (not an image, could not be
-    /// decoded, channel count). A new tensor: the caller disposes it.
+    /// decoded, channel count). A new tensor: the caller disposes it. Safe to call from several
+    /// threads; stb_image keeps its failure reason in one static field, so when two files fail
+    /// at the same moment the reason given may be the other file's (the file named is right).
     let read (path: string) (expectedChannels: int) : Tensor =
         let bytes = bytesOf path
         let info = header path bytes
