@@ -169,6 +169,24 @@ let tests =
             let expected = torch.tensor(grey |> Array.map (fun b -> float32 b / 255.0f)).reshape(1L, 8L, 8L).expand(3L, 8L, 8L)
             Expect.isLessThan ((x - expected).abs().max().item<float32> ()) (4.0f / 255.0f) "quality-100 JPEG: within a few grey levels"
         }
+        test "damaged JPEGs: a header on which stb_image loops forever, a truncated file: errors naming the file" {
+            use dir = new TempDir()
+            let loop = Path.Combine(fixtureFolder (), "..", "damaged", "jpeg-header-loop.jpg")
+            let read = Tasks.Task.Run(fun () ->
+                try
+                    ImageFile.read loop 0 |> ignore
+                    "decoded"
+                with :? InvalidDataException as e -> e.Message)
+            Expect.isTrue (read.Wait(TimeSpan.FromSeconds 30.0)) "the reader returns (StbImageSharp alone never does)"
+            Expect.stringContains read.Result loop "an InvalidDataException naming the file"
+            let whole = use s = new MemoryStream() in ImageWriter().WriteJpg(Array.create 192 77uy, 8, 8, ColorComponents.RedGreenBlue, s, 90); s.ToArray()
+            writeFile (dir.File "a/cut.jpg") whole.[.. whole.Length - 40]
+            let e = expectExn<InvalidDataException> "truncated" (fun () -> ImageFile.read (dir.File "a/cut.jpg") 0 |> ignore)
+            Expect.stringContains e.Message (dir.File "a/cut.jpg") "names the file"
+            Expect.stringContains e.Message "truncated" "says what is wrong"
+            writeFile (dir.File "a/whole.jpg") whole
+            Expect.equal (shape (ImageFile.read (dir.File "a/whole.jpg") 0)) [ 3L; 8L; 8L ] "the whole file reads"
+        }
         test "missing folder, empty folder, class folder without images: errors naming the folder" {
             use dir = new TempDir()
             let e = expectExn<DirectoryNotFoundException> "missing" (fun () -> ImageFolder.openClasses (dir.File "nowhere") 0 |> ignore)

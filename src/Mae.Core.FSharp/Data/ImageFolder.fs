@@ -10,8 +10,47 @@ open TorchSharp
 open StbImageSharp
 open Mae
 
+/// A read-only stream over a file's bytes that allows at most `budget` operations (calls plus
+/// bytes read), then raises InvalidDataException. stb_image's managed port can loop forever on
+/// some damaged JPEG headers (reading at the end of the data or seeking backwards); every one of
+/// its parse loops goes through the stream, so the budget turns such a loop into an error.
+type internal BoundedStream(bytes: byte[], budget: int64) =
+    inherit Stream()
+    let inner = new MemoryStream(bytes, false)
+    let mutable spent = 0L
+    let spend (n: int64) =
+        spent <- spent + 1L + max 0L n
+        if spent > budget then
+            raise (InvalidDataException(sprintf "the decoder did not finish within %d stream operations (a damaged file)" budget))
+    override _.CanRead = true
+    override _.CanSeek = true
+    override _.CanWrite = false
+    override _.Length = inner.Length
+    override _.Position
+        with get () = inner.Position
+        and set v =
+            spend 0L
+            inner.Position <- v
+    override _.Flush() = ()
+    override _.Read(buffer: byte[], offset: int, count: int) =
+        let n = inner.Read(buffer, offset, count)
+        spend (int64 n)
+        n
+    override _.ReadByte() =
+        spend 1L
+        inner.ReadByte()
+    override _.Seek(offset: int64, origin: SeekOrigin) =
+        spend 0L
+        inner.Seek(offset, origin)
+    override _.SetLength _ = raise (NotSupportedException())
+    override _.Write(_, _, _) = raise (NotSupportedException())
+
 /// Decoding one image file.
 module ImageFile =
+
+    /// Stream operations allowed to stb_image per decode: 32 per byte of the file plus 1 Mi
+    /// (a sound file needs about 2 per byte: the header is read twice, the data once).
+    let private budgetOf (bytes: byte[]) = 32L * int64 bytes.Length + 1048576L
 
     /// The file name endings read as images (compared ignoring case, as torchvision does).
     let extensions = [| ".png"; ".jpg"; ".jpeg" |]
@@ -78,12 +117,16 @@ module ImageFile =
             match pngDamage bytes with
             | null -> ()
             | damage -> raise (BadSample.error path ("could not be decoded: PNG " + damage) null)
+        // a JPEG ends with the end-of-image marker FF D9 (possibly followed by other data); stb_image
+        // decodes a truncated one without an error, filling the missing part
+        elif not (Seq.exists (fun i -> bytes.[i] = 0xFFuy && bytes.[i + 1] = 0xD9uy) (seq { bytes.Length - 2 .. -1 .. 2 })) then
+            raise (BadSample.error path "could not be decoded: JPEG truncated (no end-of-image marker)" null)
         bytes
 
     let private header (path: string) (bytes: byte[]) =
         let info =
             try
-                use s = new MemoryStream(bytes)
+                use s = new BoundedStream(bytes, budgetOf bytes)
                 ImageInfo.FromStream s
             with e -> raise (BadSample.error path ("could not be decoded: " + e.Message) e)
         match Option.ofNullable info with
@@ -111,7 +154,9 @@ module ImageFile =
         let decoded =
             // stb_image reports failures as InvalidOperationException with its reason; a corrupt
             // stream can also surface as another managed exception of the port
-            try ImageResult.FromMemory(bytes, (if c = 1 then ColorComponents.Grey else ColorComponents.RedGreenBlue))
+            try
+                use s = new BoundedStream(bytes, budgetOf bytes)
+                ImageResult.FromStream(s, (if c = 1 then ColorComponents.Grey else ColorComponents.RedGreenBlue))
             with e -> raise (BadSample.error path ("could not be decoded: " + e.Message) e)
         let c = if decoded.Comp = ColorComponents.Grey then 1 else 3
         let h, w = decoded.Height, decoded.Width
