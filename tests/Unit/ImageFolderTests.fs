@@ -169,7 +169,7 @@ let tests =
             let expected = torch.tensor(grey |> Array.map (fun b -> float32 b / 255.0f)).reshape(1L, 8L, 8L).expand(3L, 8L, 8L)
             Expect.isLessThan ((x - expected).abs().max().item<float32> ()) (4.0f / 255.0f) "quality-100 JPEG: within a few grey levels"
         }
-        test "damaged JPEGs: a header on which stb_image loops forever, a truncated file: errors naming the file" {
+        test "damaged files: a JPEG header on which stb_image loops forever, a truncated JPEG, a PNG claiming 400 M pixels" {
             use dir = new TempDir()
             let loop = Path.Combine(fixtureFolder (), "..", "damaged", "jpeg-header-loop.jpg")
             let read = Tasks.Task.Run(fun () ->
@@ -184,6 +184,21 @@ let tests =
             let e = expectExn<InvalidDataException> "truncated" (fun () -> ImageFile.read (dir.File "a/cut.jpg") 0 |> ignore)
             Expect.stringContains e.Message (dir.File "a/cut.jpg") "names the file"
             Expect.stringContains e.Message "truncated" "says what is wrong"
+            // a PNG whose header (CRC intact) claims 20000 x 20000 pixels: refused before decoding
+            let png = pngBytes 2 2 ColorComponents.Grey [| 1uy; 2uy; 3uy; 4uy |]
+            let crc (b: byte[]) =
+                let mutable c = 0xFFFFFFFFu
+                for x in b do
+                    c <- c ^^^ uint32 x
+                    for _ in 1..8 do c <- if c &&& 1u <> 0u then 0xEDB88320u ^^^ (c >>> 1) else c >>> 1
+                c ^^^ 0xFFFFFFFFu
+            let bomb = Array.copy png
+            for o in [ 16; 20 ] do bomb.[o .. o + 3] <- [| 0uy; 0uy; 0x4Euy; 0x20uy |] // IHDR width, height = 20000
+            let c = crc bomb.[12 .. 28] // IHDR type + data
+            bomb.[29 .. 32] <- [| byte (c >>> 24); byte (c >>> 16); byte (c >>> 8); byte c |]
+            writeFile (dir.File "a/bomb.png") bomb
+            let e = expectExn<InvalidDataException> "bomb" (fun () -> ImageFile.read (dir.File "a/bomb.png") 0 |> ignore)
+            Expect.stringContains e.Message "20000 x 20000" "says what the header claims"
             writeFile (dir.File "a/whole.jpg") whole
             Expect.equal (shape (ImageFile.read (dir.File "a/whole.jpg") 0)) [ 3L; 8L; 8L ] "the whole file reads"
         }

@@ -123,6 +123,9 @@ module ImageFile =
             raise (BadSample.error path "could not be decoded: JPEG truncated (no end-of-image marker)" null)
         bytes
 
+    /// The most pixels an image may claim: PIL's decompression-bomb error threshold (2 x 89,478,485).
+    let maxPixels = 178956970L
+
     let private header (path: string) (bytes: byte[]) =
         let info =
             try
@@ -131,6 +134,8 @@ module ImageFile =
             with e -> raise (BadSample.error path ("could not be decoded: " + e.Message) e)
         match Option.ofNullable info with
         | None -> raise (BadSample.error path "could not be decoded: header not understood" null)
+        | Some i when int64 i.Width * int64 i.Height > maxPixels || i.Width <= 0 || i.Height <= 0 ->
+            raise (BadSample.error path (sprintf "could not be decoded: the header claims %d x %d pixels (at most %d are read, PIL's decompression-bomb limit)" i.Width i.Height maxPixels) null)
         | Some i -> i
 
     /// The channels (1 or 3) the file decodes to, from its header; InvalidDataException naming the
