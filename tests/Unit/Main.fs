@@ -18,6 +18,7 @@ let main argv =
             ProbeTests.tests
             FineTuneTests.tests
             DataTests.tests
+            ImageFolderTests.tests
             VisualizeTests.tests
             ReadmeTests.tests
             CSharpFacadeTests.tests

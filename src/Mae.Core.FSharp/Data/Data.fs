@@ -18,6 +18,14 @@ type ImageSet =
       /// [N] int64 class labels.
       Labels: Tensor }
     member s.Count = int s.Images.shape.[0]
+    /// One dataset among the others: samples [C, H, W] as stored (normalised), class names
+    /// "0" .. the largest label. Reading does not copy the set; the set must outlive its use.
+    interface IDataset with
+        member s.Count = s.Count
+        member s.Channels = int s.Images.shape.[1]
+        member s.ClassNames = InMemory.numberedClasses s.Labels
+        member s.Read index = InMemory.read s.Images s.Labels index
+        member s.Describe index = sprintf "image %d of an in-memory set of %d" index s.Count
 
 module Idx =
 
