@@ -60,7 +60,8 @@ namespace Mae
         internal PretrainOptions ToCore() => new(
             Epochs, BatchSize, BaseLr, 0.0, WarmupEpochs, WeightDecay, new Tuple<double, double>(0.9, 0.95), ClipGrad,
             AccumulationSteps, Seed, CheckpointDirectory, CheckpointEvery, MaxIterations,
-            Precision == TrainingPrecision.BFloat16 ? Mae.Precision.BFloat16 : Mae.Precision.Float32);
+            Precision == TrainingPrecision.BFloat16 ? Mae.Precision.BFloat16 : Mae.Precision.Float32,
+            Mae.Data.Transforms.identity, 0, Mae.Data.OnBadSample.Stop);
     }
 
     /// <summary>Arithmetic of a training step's matrix products.</summary>

@@ -39,7 +39,7 @@ module BadSample =
         InvalidDataException(sprintf "%s: %s" source reason, inner)
 
 module internal InMemory =
-    /// Sample `index` of inputs [N, C, H, W] and labels [N]: a float32 copy (so that a transform
+    /// Sample `index` of inputs [N, C, ...] and labels [N]: a float32 copy (so that a transform
     /// working in place cannot change the stored data) and the label.
     let read (inputs: Tensor) (labels: Tensor) (index: int) =
         let n = int inputs.shape.[0]
@@ -52,11 +52,13 @@ module internal InMemory =
         let count = if labels.numel () = 0L then 0 else int (labels.max().item<int64> ()) + 1
         Array.init count string
 
-/// A dataset over tensors held in memory: inputs [N, C, H, W] (any float dtype; read as float32)
-/// and labels [N] int64. The tensors stay owned by the caller and must outlive the dataset.
+/// A dataset over tensors held in memory: inputs [N, C, ...] (images [N, C, H, W], series
+/// [N, C, T], ...; any float dtype, read as float32) and labels [N] int64. The tensors stay owned
+/// by the caller and must outlive the dataset.
 type InMemoryDataset(inputs: Tensor, labels: Tensor, classNames: string[]) =
     do
-        Guard.rank "inputs" 4 "[N, C, H, W]" inputs
+        Guard.notNull "inputs" inputs
+        if inputs.ndim < 2L then Guard.fail "inputs" (Guard.shapeOf inputs) "a tensor of rank 2 or more laid out as [N, C, ...]"
         Guard.rank "labels" 1 "[N]" labels
         if labels.shape.[0] <> inputs.shape.[0] then
             Guard.fail "labels" (Guard.shapeOf labels) (sprintf "one label per input ([%d])" inputs.shape.[0])

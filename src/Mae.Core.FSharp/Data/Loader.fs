@@ -133,40 +133,56 @@ type BatchLoader(dataset: IDataset, options: LoaderOptions) =
     let iterations = if o.DropLast then n / b else (n + b - 1) / b
     let skipped = ConcurrentDictionary<int, SkippedSample>()
 
+    /// Data held in memory read without a transform: a batch is one index_select (the same values
+    /// as stacking the samples one by one, without a copy per sample).
+    let inMemory =
+        match dataset with
+        | :? InMemoryDataset as m when obj.ReferenceEquals(o.Transform, Transforms.identity) -> Some m
+        | _ -> None
+
     /// Builds batch `iteration` of `epoch` from the epoch's `order`; None when every sample was skipped.
     let build (epoch: int) (order: int[]) (iteration: int) : Batch option =
         use _ = torch.NewDisposeScope()
         let first = iteration * b
         let count = min b (n - first)
-        let inputs = ResizeArray<Tensor>(count)
-        let labels = ResizeArray<int64>(count)
-        let indices = ResizeArray<int>(count)
-        for position in first .. first + count - 1 do
-            let index = order.[position]
-            let sample =
-                try Some(dataset.Read index)
-                with :? InvalidDataException as e when o.OnBadSample = OnBadSample.Skip ->
-                    skipped.TryAdd(index, { Index = index; Source = dataset.Describe index; Reason = e.Message }) |> ignore
-                    None
-            match sample with
-            | None -> ()
-            | Some s ->
-                let x = o.Transform.Invoke(Random(Loader.sampleSeed o.Seed epoch position), s.Input)
-                if isNull x || x.ndim <> 3L then
-                    raise (InvalidOperationException(sprintf "the transform gave %s for %s; expected [C, H, W]." (if isNull x then "null" else Guard.shapeOf x) (dataset.Describe index)))
-                if inputs.Count > 0 && x.shape <> inputs.[0].shape then
-                    raise (InvalidOperationException(
-                        sprintf "%s is %s after the transform but %s is %s: the transform must give every sample one size (Transforms.pretrain / Transforms.evaluation)."
-                            (dataset.Describe index) (Guard.shapeOf x) (dataset.Describe indices.[0]) (Guard.shapeOf inputs.[0])))
-                inputs.Add x
-                labels.Add s.Label
-                indices.Add index
-        if inputs.Count = 0 then None
-        else
-            let x = torch.stack(inputs, 0L).to_type(ScalarType.Float32).contiguous() // [B, C, H, W]
-            let y = torch.tensor(labels.ToArray()) // [B]
+        match inMemory with
+        | Some m ->
+            let indices = order.[first .. first + count - 1]
+            use idx = torch.tensor(indices |> Array.map int64)
+            let x = m.Inputs.index_select(0L, idx).to_type(ScalarType.Float32).contiguous()
+            let y = m.Labels.index_select(0L, idx)
             Some { Inputs = x.DetachFromDisposeScope(); Labels = y.DetachFromDisposeScope()
-                   Epoch = epoch; Iteration = iteration; Indices = indices.ToArray() }
+                   Epoch = epoch; Iteration = iteration; Indices = indices }
+        | None ->
+            let inputs = ResizeArray<Tensor>(count)
+            let labels = ResizeArray<int64>(count)
+            let indices = ResizeArray<int>(count)
+            for position in first .. first + count - 1 do
+                let index = order.[position]
+                let sample =
+                    try Some(dataset.Read index)
+                    with :? InvalidDataException as e when o.OnBadSample = OnBadSample.Skip ->
+                        skipped.TryAdd(index, { Index = index; Source = dataset.Describe index; Reason = e.Message }) |> ignore
+                        None
+                match sample with
+                | None -> ()
+                | Some s ->
+                    let x = o.Transform.Invoke(Random(Loader.sampleSeed o.Seed epoch position), s.Input)
+                    if isNull x || x.ndim <> s.Input.ndim then
+                        raise (InvalidOperationException(sprintf "the transform gave %s for %s; expected a tensor of the sample's rank %d." (if isNull x then "null" else Guard.shapeOf x) (dataset.Describe index) s.Input.ndim))
+                    if inputs.Count > 0 && x.shape <> inputs.[0].shape then
+                        raise (InvalidOperationException(
+                            sprintf "%s is %s after the transform but %s is %s: the transform must give every sample one size (Transforms.pretrain / Transforms.evaluation)."
+                                (dataset.Describe index) (Guard.shapeOf x) (dataset.Describe indices.[0]) (Guard.shapeOf inputs.[0])))
+                    inputs.Add x
+                    labels.Add s.Label
+                    indices.Add index
+            if inputs.Count = 0 then None
+            else
+                let x = torch.stack(inputs, 0L).to_type(ScalarType.Float32).contiguous() // [B, C, ...]
+                let y = torch.tensor(labels.ToArray()) // [B]
+                Some { Inputs = x.DetachFromDisposeScope(); Labels = y.DetachFromDisposeScope()
+                       Epoch = epoch; Iteration = iteration; Indices = indices.ToArray() }
 
     let orderOf (epoch: int) = if o.Shuffle then Loader.epochOrder o.Seed epoch n else Array.init n id
 
