@@ -16,6 +16,7 @@ let main argv =
             CheckpointTests.tests
             ProbeTests.tests
             FineTuneTests.tests
+            EvaluationMemoryTests.tests
             DataTests.tests
             VisualizeTests.tests
             ReadmeTests.tests

@@ -42,9 +42,8 @@ module Masking =
         Guard.rank "x" 3 "[N, L, D]" x
         Guard.nonEmptyBatch "x" x
 
-    /// Builds the record from a shuffle: the first `keep` entries of `idsShuffle` [N, L] stay visible.
-    let fromShuffle (x: Tensor) (idsShuffle: Tensor) (keep: int) : MaskResult =
-        checkTokens x
+    /// The record from a shuffle the masking functions made themselves (valid by construction).
+    let private ofShuffle (x: Tensor) (idsShuffle: Tensor) (keep: int) : MaskResult =
         let n, l, d = x.shape.[0], x.shape.[1], x.shape.[2]
         let idsShuffle = idsShuffle.``to``(x.device)
         let idsRestore = idsShuffle.argsort(dim = 1L)
@@ -55,6 +54,17 @@ module Masking =
         shuffledMask.narrow(1L, 0L, int64 keep).zero_() |> ignore
         let mask = shuffledMask.gather(1L, idsRestore)
         { Visible = visible; Mask = mask; IdsKeep = idsKeep; IdsRestore = idsRestore }
+
+    /// Builds the record from a shuffle: the first `keep` entries of `idsShuffle` [N, L] (int64
+    /// token indices in [0, L)) stay visible; 1 <= keep <= L.
+    let fromShuffle (x: Tensor) (idsShuffle: Tensor) (keep: int) : MaskResult =
+        checkTokens x
+        let n, l = x.shape.[0], x.shape.[1]
+        Guard.int64Tensor "idsShuffle" idsShuffle
+        Guard.shape "idsShuffle" [| n; l |] "[N, L] of x" idsShuffle
+        Guard.indicesWithin "idsShuffle" l (sprintf "the L = %d tokens of x" l) idsShuffle
+        if keep < 1 || int64 keep > l then Guard.fail "keep" keep (sprintf "a count in [1, %d], the tokens of x" l)
+        ofShuffle x idsShuffle keep
 
     /// Shuffle that puts the visible tokens (mask 0) first, each group in index order.
     /// `hidden` is [N, L] with 1 = hidden; every row must hide the same number of tokens.
@@ -70,7 +80,7 @@ module Masking =
         let n, l = x.shape.[0], x.shape.[1]
         let keep = keepCount (int l) ratio
         let noise = torch.rand([| n; l |], generator = gen)
-        fromShuffle x (noise.argsort(dim = 1L)) keep
+        ofShuffle x (noise.argsort(dim = 1L)) keep
 
     /// Random masking with one mask shared by every sample of the batch. x: [N, L, D]
     let randomShared (gen: Generator) (ratio: float) (x: Tensor) : MaskResult =
@@ -78,7 +88,7 @@ module Masking =
         let n, l = x.shape.[0], x.shape.[1]
         let keep = keepCount (int l) ratio
         let noise = torch.rand([| 1L; l |], generator = gen).expand(n, l)
-        fromShuffle x (noise.argsort(dim = 1L)) keep
+        ofShuffle x (noise.argsort(dim = 1L)) keep
 
     /// Tube masking (VideoMAE): one random spatial mask per sample, the same in every time slot.
     /// x: [N, slots*S, D] with tokens ordered slot-major (as `Patchify.patchify3d` gives them).
@@ -94,7 +104,7 @@ module Masking =
         let spatialRank = noise.argsort(dim = 1L).argsort(dim = 1L) // rank of each spatial token
         let hiddenS = spatialRank.ge(torch.tensor(int64 keepS)) // [N, S] bool
         let hidden = hiddenS.unsqueeze(1L).expand(n, int64 slots, s).reshape(n, l)
-        fromShuffle x (shuffleOfHidden hidden) (slots * keepS)
+        ofShuffle x (shuffleOfHidden hidden) (slots * keepS)
 
     /// Time/frequency masking (Audio-MAE): whole time columns and whole frequency rows are hidden.
     /// x: [N, F*T, D] for a grid of F frequency rows by T time columns, row-major.
@@ -117,7 +127,7 @@ module Masking =
             hiddenF.unsqueeze(2L).expand(n, int64 freqRows, int64 timeCols)
                 .logical_or(hiddenT.unsqueeze(1L).expand(n, int64 freqRows, int64 timeCols))
                 .reshape(n, l)
-        fromShuffle x (shuffleOfHidden hidden) (keepT * keepF)
+        ofShuffle x (shuffleOfHidden hidden) (keepT * keepF)
 
     /// Block-wise masking (BEiT): random rectangles (area >= minBlock, aspect in [0.3, 1/0.3])
     /// are hidden until the target count is reached, topped up with single random tokens so that
@@ -169,7 +179,13 @@ module Masking =
             flat
         let rows = Array.init (int n) (fun _ -> oneSample ()) |> Array.concat
         let hidden = torch.tensor(rows, [| n; l |])
-        fromShuffle x (shuffleOfHidden hidden) keep
+        ofShuffle x (shuffleOfHidden hidden) keep
+
+    /// A bool tensor, or one whose every entry is 0 or 1.
+    let private binary (hidden: Tensor) =
+        use _ = torch.NewDisposeScope()
+        hidden.dtype = ScalarType.Bool
+        || not (hidden.ne(torch.zeros_like(hidden)).logical_and(hidden.ne(torch.ones_like(hidden))).any().item<bool>())
 
     /// An externally supplied mask: `hidden` [N, L] bool (true = hidden), the same count in every row.
     let given (hidden: Tensor) (x: Tensor) : MaskResult =
@@ -177,6 +193,8 @@ module Masking =
         Guard.rank "hidden" 2 "[N, L]" hidden
         if hidden.shape.[0] <> x.shape.[0] || hidden.shape.[1] <> x.shape.[1] then
             Guard.fail "hidden" (Guard.shapeOf hidden) (sprintf "shape [%d, %d] matching x" x.shape.[0] x.shape.[1])
+        if not (binary hidden) then
+            Guard.fail "hidden" "a tensor holding values other than 0 and 1" "a bool mask, or 0 or 1 in every entry"
         let counts = hidden.to_type(ScalarType.Int64).sum(dim = 1L).cpu()
         let first = counts.[0].item<int64>()
         if counts.ne(torch.tensor(first)).any().item<bool>() then
@@ -184,12 +202,17 @@ module Masking =
         if first >= x.shape.[1] then
             Guard.fail "hidden" "a row hiding every token" "at least one visible token per row"
         let keep = int (x.shape.[1] - first)
-        fromShuffle x (shuffleOfHidden (hidden.to_type(ScalarType.Bool).``to``(x.device))) keep
+        ofShuffle x (shuffleOfHidden (hidden.to_type(ScalarType.Bool).``to``(x.device))) keep
 
     /// Puts a sequence given in shuffled order ([visible; hidden], [N, L, D]) back into the
     /// original order.
+    /// idsRestore [N, L] int64 in [0, L) -> [N, L, D]
     let restore (idsRestore: Tensor) (shuffled: Tensor) : Tensor =
+        Guard.rank "shuffled" 3 "[N, L, D]" shuffled
         let n, l, d = shuffled.shape.[0], shuffled.shape.[1], shuffled.shape.[2]
+        Guard.int64Tensor "idsRestore" idsRestore
+        Guard.shape "idsRestore" [| n; l |] "[N, L] of shuffled" idsRestore
+        Guard.indicesWithin "idsRestore" l (sprintf "the L = %d tokens of shuffled" l) idsRestore
         shuffled.gather(1L, idsRestore.unsqueeze(-1L).expand(n, l, d))
 
 /// How a model masks its tokens; the grid comes from the model.
