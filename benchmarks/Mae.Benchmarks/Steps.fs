@@ -135,6 +135,12 @@ let timed (step: unit -> unit) (n: int) =
            step ()
            yield sw.Elapsed.TotalMilliseconds |]
 
+/// Prints the median and the fastest of `reps` calls of `f` (after 3 warm-up calls), in ms.
+let time (label: string) (reps: int) (f: unit -> unit) =
+    timed f 3 |> ignore
+    let ts = Array.sort (timed f reps)
+    eprintfn "%-28s %8.2f ms (min %.2f)" label ts.[reps / 2] ts.[0]
+
 /// Times one case: `warmup` steps, then at least `minSteps` timed ones (up to 60 within a 45 s
 /// budget, as ../shared/peer/bench_mae.py does); one JSON object.
 let run (c: Case) (warmup: int) (minSteps: int) (fp32Matmul: float, fp32Best: float) =

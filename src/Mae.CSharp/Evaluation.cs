@@ -33,7 +33,7 @@ namespace Mae
 
         /// <summary>
         /// Linear probe (MAE's recipe: BatchNorm without affine + linear layer, SGD) on the frozen
-        /// encoder's features (cls token, or mean-pooled with <paramref name="meanPool"/>).
+        /// encoder's features (cls token, or mean-pooled with <paramref name="meanPool"/>). Labels lie in [0, classes).
         /// </summary>
         public static ProbeAccuracy LinearProbe(ImageMaeModel model, ImageDataset train, ImageDataset test, int classes,
             int epochs = 20, bool meanPool = false, long seed = 0)
@@ -46,17 +46,17 @@ namespace Mae
             return new ProbeAccuracy(r.TrainAccuracy, r.TestAccuracy);
         }
 
-        /// <summary>Weighted k-NN (cosine similarity, temperature 0.07) test accuracy on frozen features.</summary>
+        /// <summary>
+        /// Weighted k-NN (cosine similarity, temperature 0.07) test accuracy on frozen features.
+        /// <paramref name="k"/> is at least 1 and at most the number of training images; labels lie in [0, classes).
+        /// </summary>
         public static double KnnAccuracy(ImageMaeModel model, ImageDataset train, ImageDataset test, int classes, int k = 20,
             bool meanPool = false)
         {
             ArgumentNullException.ThrowIfNull(model);
             CheckLabelled(train, nameof(train));
             CheckLabelled(test, nameof(test));
-            var device = Runtime.deviceOf(model.Core);
-            using var trX = Probe.extract(FeaturesOf(model, meanPool), device, 512, train.Images);
-            using var teX = Probe.extract(FeaturesOf(model, meanPool), device, 512, test.Images);
-            return Probe.knn(k, 0.07, classes, trX, train.Labels!, teX, test.Labels!);
+            return Probe.knnOn(k, 0.07, classes, FeaturesOf(model, meanPool), Runtime.deviceOf(model.Core), 512, train.ToCore(), test.ToCore());
         }
     }
 }

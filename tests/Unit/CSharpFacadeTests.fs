@@ -139,4 +139,15 @@ let tests =
             let resumed = Pretrainer.Pretrain(model, data.Train, PretrainerOptions(Epochs = 5, BatchSize = 32, ResumeFrom = r.CheckpointPath))
             Expect.equal resumed.Steps 40 "resumed to the end (5 epochs x 8 steps)"
         }
+        test "LinearProbe and KnnAccuracy refuse too few classes and too large a k with ArgumentException, not a native error" {
+            use data = ImageSplits.LoadIdxFolder(fixtureFolder (), 64, 32) // labels 0..9
+            use model = smallBuilder().Build()
+            let e = expectArg "train" "labels in [0, 5), for classes = 5" (fun () -> Evaluation.LinearProbe(model, data.Train, data.Test, 5, epochs = 1))
+            Expect.stringContains e.Message "label 9" "says the largest label found"
+            expectArg "train" "labels in [0, 5), for classes = 5" (fun () -> Evaluation.KnnAccuracy(model, data.Train, data.Test, 5)) |> ignore
+            let e = expectArg "k" "at most the number of training samples N = 64" (fun () -> Evaluation.KnnAccuracy(model, data.Train, data.Test, 10, k = 65))
+            Expect.stringContains e.Message "65" "says the k it saw"
+            expectArg "k" "a positive integer" (fun () -> Evaluation.KnnAccuracy(model, data.Train, data.Test, 10, k = 0)) |> ignore
+            Expect.isGreaterThanOrEqual (Evaluation.KnnAccuracy(model, data.Train, data.Test, 10, k = 64)) 0.0 "k = N is allowed"
+        }
     ]

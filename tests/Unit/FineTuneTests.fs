@@ -118,4 +118,19 @@ let tests =
             let e = expectArg "mae" "cls_token: shape [1, 1, 32] in the source, [1, 1, 64] in the target" (fun () -> wider.LoadEncoder mae)
             Expect.stringContains e.Message "blocks.0.mlp.fc1.weight: shape [128, 32] in the source, [256, 64] in the target" "both shapes"
         }
+        test "run and evaluate refuse labels outside [0, classes) and labels that do not match the images" {
+            use _ = torch.NewDisposeScope()
+            let x, _ = brightness 43 16
+            let fourClasses = torch.tensor(Array.init 16 (fun i -> int64 (i % 4))) // labels 0..3
+            use clf = classifier small 2 2L
+            let o = { FineTune.defaults with Epochs = 1; BatchSize = 8 }
+            let e = expectArg "labels" "labels in [0, 2), for classes = 2" (fun () -> FineTune.run clf x fourClasses o CancellationToken.None)
+            Expect.stringContains e.Message "label 3" "says the label it found"
+            expectArg "labels" "labels in [0, 2), for classes = 2" (fun () -> FineTune.evaluate clf x fourClasses) |> ignore
+            let twoClasses = torch.tensor(Array.init 16 (fun i -> int64 (i % 2)))
+            expectArg "labels" "[16]" (fun () -> FineTune.run clf x (twoClasses.narrow(0L, 0L, 12L)) o CancellationToken.None) |> ignore
+            expectArg "labels" "[16]" (fun () -> FineTune.evaluate clf x (twoClasses.narrow(0L, 0L, 12L))) |> ignore
+            expectArg "labels" "int64" (fun () -> FineTune.run clf x (twoClasses.to_type(ScalarType.Float32)) o CancellationToken.None) |> ignore
+            expectArg "images" "rank 4" (fun () -> FineTune.evaluate clf (x.reshape(16L, 28L, 28L)) twoClasses) |> ignore
+        }
     ]

@@ -62,6 +62,27 @@ let tests =
             expectArg "x" "non-empty batch" (fun () -> Masking.random g 0.75 (torch.zeros(0L, 16L, 8L))) |> ignore
             expectArg "x" "non-empty batch" (fun () -> Masking.block g 0.75 (4, 4) (torch.zeros(0L, 16L, 8L))) |> ignore
         }
+        test "Masking.fromShuffle refuses a shuffle that does not index x's L tokens" {
+            use _ = torch.NewDisposeScope()
+            let x = torch.zeros(2L, 16L, 8L)
+            let shuffle = torch.arange(16L).flip(0L).unsqueeze(0L).expand(2L, 16L).contiguous()
+            Expect.equal (shape (Masking.fromShuffle x shuffle 4).Visible) [ 2L; 4L; 8L ] "a valid shuffle works"
+            let e = expectArg "idsShuffle" "indices in [0, 16)" (fun () -> Masking.fromShuffle x (shuffle + 1L) 4)
+            Expect.stringContains e.Message "16" "says the index it found"
+            expectArg "idsShuffle" "indices in [0, 16)" (fun () -> Masking.fromShuffle x (shuffle - 1L) 4) |> ignore
+            expectArg "idsShuffle" "[2, 16]" (fun () -> Masking.fromShuffle x (shuffle.narrow(1L, 0L, 12L)) 4) |> ignore
+            expectArg "idsShuffle" "int64" (fun () -> Masking.fromShuffle x (shuffle.to_type(ScalarType.Int32)) 4) |> ignore
+            expectArg "keep" "[1, 16]" (fun () -> Masking.fromShuffle x shuffle 17) |> ignore
+        }
+        test "Masking.given refuses values other than 0 and 1; Masking.restore refuses ids outside [0, L)" {
+            use _ = torch.NewDisposeScope()
+            let x = torch.zeros(2L, 4L, 8L)
+            let twos = torch.tensor([| 2.0f; 0.0f; 0.0f; 0.0f; 0.0f; 0.0f; 1.0f; 1.0f |]).reshape(2L, 4L)
+            expectArg "hidden" "0 or 1" (fun () -> Masking.given twos x) |> ignore
+            let ids = torch.tensor([| 0L; 1L; 2L; 4L |]).reshape(1L, 4L)
+            expectArg "idsRestore" "indices in [0, 4)" (fun () -> Masking.restore ids (torch.zeros(1L, 4L, 8L))) |> ignore
+            expectArg "idsRestore" "[1, 4]" (fun () -> Masking.restore (ids.narrow(1L, 0L, 3L)) (torch.zeros(1L, 4L, 8L))) |> ignore
+        }
         test "an unknown preset name is refused with the known names" {
             let e = expectArg "preset" "one of tiny, base, large, huge" (fun () -> MaeConfig.ofName "giant")
             Expect.stringContains e.Message "giant" "says the name it saw"

@@ -292,4 +292,28 @@ let tests =
                 Expect.floatClose Accuracy.medium stats.Std.[c] (flat.[int64 c].std(unbiased = false).item<float> ()) "population std"
             expectArg "x" "3 channels" (fun () -> (Transforms.normalize Transforms.imageNet).Invoke(null, x.[0L].narrow(0L, 0L, 1L))) |> ignore
         }
+        test "pretraining from the PNG folder gives the probe accuracy of the IDX path on the same images and seed" {
+            use dir = new TempDir()
+            let set = digitTree dir.Path 512
+            let folder = ImageFolder.openClasses dir.Path 0
+            // the same images in the same dataset order: sample k is the file folder.Files.[k]
+            let ids = folder.Files |> Array.map (fun f -> int64 (int (Path.GetFileNameWithoutExtension f)))
+            use order = torch.tensor ids
+            use images = set.Images.index_select(0L, order)
+            let options = { PretrainOptions.defaults with Epochs = 2; BatchSize = 64; BaseLr = 1e-3; Seed = 3L }
+            let train, test = Idx.loadFolder (fixtureFolder ()) 512 256
+            let pretrainAndProbe (run: MaskedAutoencoder -> PretrainResult) =
+                use m = MaskedAutoencoder.Create(small, 5L)
+                let r = run m
+                let probe = Probe.linearOn { Probe.defaultLinearOptions with Epochs = 5 } 10 (fun x -> m.Features(x, false)) torch.CPU 256 train test
+                r, probe.TestAccuracy
+            let idx, idxAcc = pretrainAndProbe (fun m -> Pretrain.run m images options null ignore CancellationToken.None)
+            let png, pngAcc =
+                pretrainAndProbe (fun m ->
+                    Pretrain.runOn m folder { options with Transform = Transforms.normalize mnistStats; Workers = 2 } null ignore CancellationToken.None)
+            Expect.equal png.Steps idx.Steps "same steps"
+            for a, b in Array.zip png.EpochLosses idx.EpochLosses do
+                Expect.floatClose { absolute = 1e-5; relative = 1e-4 } a b "the same loss each epoch"
+            Expect.equal pngAcc idxAcc (sprintf "the same probe accuracy (PNG folder %.4f, IDX %.4f)" pngAcc idxAcc)
+        }
     ]

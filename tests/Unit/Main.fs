@@ -17,6 +17,7 @@ let main argv =
             CheckpointTests.tests
             ProbeTests.tests
             FineTuneTests.tests
+            EvaluationMemoryTests.tests
             DataTests.tests
             ImageFolderTests.tests
             VisualizeTests.tests

@@ -73,4 +73,56 @@ let tests =
             let mean = Probe.extract (fun x -> m.Features(x, true)) torch.CPU 3 imgs
             Expect.isFalse (cls.allclose(mean)) "cls and mean-pooled features differ"
         }
+        testList "bad arguments are refused before libtorch sees them" [
+            // 40 samples of 8 features, labels 0..9 (each four times)
+            let data () =
+                use g = gen 35
+                torch.randn([| 40L; 8L |], generator = g), torch.tensor(Array.init 40 (fun i -> int64 (i % 10)))
+            test "labels outside [0, classes): the label found and the classes given" {
+                use _ = torch.NewDisposeScope()
+                let x, y = data ()
+                let e = expectArg "trainY" "labels in [0, 5), for classes = 5" (fun () -> Probe.linear options 5 x y x y)
+                Expect.stringContains e.Message "label 9" "says the label it found"
+                expectArg "trainY" "labels in [0, 5), for classes = 5" (fun () -> Probe.knn 3 0.07 5 x y x y) |> ignore
+                let negative = y - 1L
+                let e = expectArg "trainY" "labels in [0, 10)" (fun () -> Probe.knn 3 0.07 10 x negative x y)
+                Expect.stringContains e.Message "label -1" "says the negative label"
+                expectArg "testY" "labels in [0, 10)" (fun () -> Probe.linear options 10 x y x negative) |> ignore
+                expectArg "testY" "labels in [0, 10)" (fun () -> Probe.knn 3 0.07 10 x y x negative) |> ignore
+            }
+            test "labels: one int64 label per row of the features" {
+                use _ = torch.NewDisposeScope()
+                let x, y = data ()
+                let e = expectArg "trainY" "[40]" (fun () -> Probe.linear options 10 x (y.narrow(0L, 0L, 30L)) x y)
+                Expect.stringContains e.Message "[30]" "says the shape it saw"
+                expectArg "testY" "[40]" (fun () -> Probe.knn 3 0.07 10 x y x (y.narrow(0L, 0L, 39L))) |> ignore
+                expectArg "trainY" "int64" (fun () -> Probe.linear options 10 x (y.to_type(ScalarType.Float32)) x y) |> ignore
+                expectArg "trainY" "int64" (fun () -> Probe.knn 3 0.07 10 x (y.to_type(ScalarType.Int32)) x y) |> ignore
+            }
+            test "train and test features of different widths" {
+                use _ = torch.NewDisposeScope()
+                let x, y = data ()
+                let wide = torch.randn(40L, 9L)
+                expectArg "testX" "width D = 8" (fun () -> Probe.linear options 10 x y wide y) |> ignore
+                expectArg "testX" "width D = 8" (fun () -> Probe.knn 3 0.07 10 x y wide y) |> ignore
+            }
+            test "k-NN: k in [1, N] and a positive temperature" {
+                use _ = torch.NewDisposeScope()
+                let x, y = data ()
+                let e = expectArg "k" "at most the number of training samples N = 40" (fun () -> Probe.knn 41 0.07 10 x y x y)
+                Expect.stringContains e.Message "41" "says the k it saw"
+                expectArg "k" "a positive integer" (fun () -> Probe.knn 0 0.07 10 x y x y) |> ignore
+                for t in [ 0.0; -0.07; nan ] do
+                    expectArg "temperature" "a positive number" (fun () -> Probe.knn 3 t 10 x y x y) |> ignore
+                expectArg "classes" "a positive integer" (fun () -> Probe.knn 3 0.07 0 x y x y) |> ignore
+                Expect.isGreaterThan (Probe.knn 40 0.07 10 x y x y) 0.0 "k = N is allowed"
+            }
+            test "extract: the batch size and the features' [B, D]" {
+                use _ = torch.NewDisposeScope()
+                let x, _ = data ()
+                expectArg "batchSize" "a positive integer" (fun () -> Probe.extract id torch.CPU 0 x) |> ignore
+                expectArg "features" "[B, D] with B = 16" (fun () -> Probe.extract (fun (b: Tensor) -> b.unsqueeze(0L)) torch.CPU 16 x) |> ignore
+                expectArg "features" "[B, D] with B = 16" (fun () -> Probe.extract (fun (b: Tensor) -> b.narrow(0L, 0L, 1L)) torch.CPU 16 x) |> ignore
+            }
+        ]
     ]

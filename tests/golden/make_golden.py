@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Golden values for Mae's image MAE, from a re-implementation of the reference model.
 
-The model below follows facebookresearch/mae's `models_mae.py` (MaskedAutoencoderViT) stage by
+The model below follows facebookresearch/mae's `models_mae.py` (MaskedAutoencoder) stage by
 stage: patchify, patch embed (a strided Conv2d), fixed 2D sin-cos positions (`util/pos_embed.py`,
 cls row zeros), random_masking (noise -> argsort -> ids_restore, len_keep = int(L * (1 - r))),
 encoder (cls token, pre-norm ViT blocks as timm's Block, final norm), decoder (decoder_embed,
@@ -106,7 +106,7 @@ class Block(nn.Module):
 # ---- the MAE (models_mae.py) ----
 
 
-class MaskedAutoencoderViT(nn.Module):
+class MaskedAutoencoder(nn.Module):
     def __init__(self, img_size, patch_size, in_chans, embed_dim, depth, num_heads,
                  decoder_embed_dim, decoder_depth, decoder_num_heads, mlp_ratio, norm_pix_loss):
         super().__init__()
@@ -252,7 +252,7 @@ def make_case(root, case):
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
     torch.manual_seed(case['seed'])
-    model = MaskedAutoencoderViT(case['img_size'], case['patch_size'], case['in_chans'],
+    model = MaskedAutoencoder(case['img_size'], case['patch_size'], case['in_chans'],
                                  norm_pix_loss=case['norm_pix_loss'], **WIDTHS)
     n, c, s = case['batch'], case['in_chans'], case['img_size']
     num_patches = model.patch_embed.num_patches

@@ -49,6 +49,9 @@ type VitClassifier(config: MaeConfig, classes: int) as this =
         [| for part in [ adapter :> Part; encoder ] do
                for struct (n, p) in part.named_parameters() -> n, (p :> Tensor) |]
 
+    /// Number of classes the head predicts.
+    member _.Classes = classes
+
     /// Copies the encoder weights of a pretrained MAE, every one of them: a tensor missing on
     /// either side or of another shape is an ArgumentException naming each (pos_embed is
     /// interpolated, bicubic, when the image patch grids differ, as MAE's interpolate_pos_embed).
@@ -116,8 +119,10 @@ module FineTune =
         Guard.positive "Epochs" o.Epochs
         Guard.positive "BatchSize" o.BatchSize
         if not (o.LayerDecay > 0.0 && o.LayerDecay <= 1.0) then Guard.fail "LayerDecay" o.LayerDecay "a number in (0, 1]"
+        Guard.rank "images" 4 "[N, C, H, W]" images
         let n = int images.shape.[0]
         if n < o.BatchSize then Guard.fail "images" (Guard.shapeOf images) (sprintf "at least BatchSize = %d images" o.BatchSize)
+        Guard.labelsWithin "labels" m.Classes images.shape.[0] "images" labels
         let device = Runtime.deviceOf m
         let gs = groups m o.WeightDecay o.LayerDecay
         let lr = Optim.scaledLr o.BaseLr o.BatchSize
@@ -151,9 +156,14 @@ module FineTune =
         m.eval ()
         losses.ToArray()
 
-    /// Test accuracy of the classifier.
+    /// Test accuracy of the classifier on images [N, C, H, W] and labels [N] in [0, classes).
     let evaluate (m: VitClassifier) (images: Tensor) (labels: Tensor) =
+        Guard.rank "images" 4 "[N, C, H, W]" images
+        Guard.labelsWithin "labels" m.Classes images.shape.[0] "images" labels
         m.eval ()
         let device = Runtime.deviceOf m
-        use logits = Probe.extract (fun x -> m.forward(x)) device 512 images
-        Probe.accuracy logits labels
+        let accuracy =
+            use logits = Probe.extract (fun x -> m.forward(x)) device 512 images
+            Probe.accuracy logits labels
+        Runtime.endOfStep ()
+        accuracy

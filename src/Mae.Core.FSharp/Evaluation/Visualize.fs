@@ -48,10 +48,7 @@ let denormalise (normPix: bool) (pred: Tensor) (target: Tensor) (mask: Tensor) =
         let vStd = (std * weights).sum([| 1L |], keepdim = true) / count
         pred * vStd + vMean
 
-/// Runs the model on `imgs` [K, C, H, W] with masks from `generator` and writes a 3-column grid
-/// (original, masked input, reconstruction with the visible patches pasted back).
-/// `toUnit` maps the model's input values back to [0, 1] for display.
-let reconstruction (path: string) (model: MaskedAutoencoder) (generator: Generator) (toUnit: Tensor -> Tensor) (imgs: Tensor) =
+let private drawReconstruction (path: string) (model: MaskedAutoencoder) (generator: Generator) (toUnit: Tensor -> Tensor) (imgs: Tensor) =
     use _ = torch.NewDisposeScope()
     use _ = torch.no_grad()
     let wasTraining = model.training
@@ -70,3 +67,11 @@ let reconstruction (path: string) (model: MaskedAutoencoder) (generator: Generat
     let grid = torch.stack([| original; maskedInput; toUnit (model.Reassemble pasted) |], 1L) // [K, 3, C, H, W]
     writeGrid path 3 4 (grid.reshape(k * 3L, imgs.shape.[1], imgs.shape.[2], imgs.shape.[3]))
     if wasTraining then model.train ()
+
+/// Runs the model on `imgs` [K, C, H, W] with masks from `generator` and writes a 3-column grid
+/// (original, masked input, reconstruction with the visible patches pasted back).
+/// `toUnit` maps the model's input values back to [0, 1] for display. Everything native it makes
+/// is freed before it returns (one dispose scope, then Runtime.endOfStep).
+let reconstruction (path: string) (model: MaskedAutoencoder) (generator: Generator) (toUnit: Tensor -> Tensor) (imgs: Tensor) =
+    drawReconstruction path model generator toUnit imgs
+    Runtime.endOfStep ()

@@ -24,7 +24,7 @@ module internal DecoderInput =
         else
             let n = x.shape.[0]
             let masked = maskToken.expand(n, tokens - patches.shape.[1], -1L)
-            Masking.restore enc.Masking.IdsRestore (torch.cat([| patches; masked |], 1L))
+            Masking.restoreTrusted enc.Masking.IdsRestore (torch.cat([| patches; masked |], 1L))
 
 /// MAE's decoder: a small pre-norm ViT over the restored sequence. Parameters: decoder_embed.*,
 /// mask_token, decoder_pos_embed [1, (1)+L, Dd], decoder_blocks.N.*, decoder_norm.*,

@@ -41,3 +41,47 @@ let divisible (name: string) (size: int64) (patch: int) (axis: string) =
         fail name size (sprintf "a %s size divisible by the patch size %d" axis patch)
 
 let shapeOf (t: Tensor) = shapeText t
+
+/// A number greater than zero (not NaN, not infinite).
+let positiveNumber (name: string) (value: float) =
+    if not (value > 0.0 && not (Double.IsInfinity value)) then fail name value "a positive number"
+
+/// The tensor holds int64 values: what libtorch's indexing operations (gather, index_select,
+/// scatter, cross_entropy's targets) take.
+let int64Tensor (name: string) (t: Tensor) =
+    notNull name t
+    if t.dtype <> ScalarType.Int64 then fail name (sprintf "a %O tensor" t.dtype) "an int64 tensor"
+
+/// The tensor is laid out as the given shape (`layout` says what the dimensions are).
+let shape (name: string) (expected: int64[]) (layout: string) (t: Tensor) =
+    notNull name t
+    if t.shape <> expected then
+        fail name (shapeText t) (sprintf "shape [%s] (%s)" (expected |> Array.map string |> String.concat ", ") layout)
+
+/// The smallest and largest entries of a non-empty tensor, read on the host.
+let private range (t: Tensor) =
+    use _ = torch.NewDisposeScope()
+    let both = torch.stack([| t.min(); t.max() |]).cpu()
+    both.[0].item<int64>(), both.[1].item<int64>()
+
+/// Every entry of the int64 tensor `t` lies in [0, bound): a native gather, index_select or scatter
+/// would otherwise stop with an ExternalException. `what` says where the bound comes from.
+let indicesWithin (name: string) (bound: int64) (what: string) (t: Tensor) =
+    int64Tensor name t
+    if t.numel() > 0L then
+        let lo, hi = range t
+        let bad = if lo < 0L then lo else hi
+        if lo < 0L || hi >= bound then
+            fail name (sprintf "a tensor holding index %d" bad) (sprintf "indices in [0, %d) (%s)" bound what)
+
+/// Class labels: an int64 tensor [N] (`rows` labels, one per row of `rowsOf`) whose values lie in
+/// [0, classes). Says the offending label and the classes given.
+let labelsWithin (name: string) (classes: int) (rows: int64) (rowsOf: string) (labels: Tensor) =
+    int64Tensor name labels
+    if labels.ndim <> 1L || labels.shape.[0] <> rows then
+        fail name (shapeText labels) (sprintf "[%d], one label per row of %s" rows rowsOf)
+    if labels.numel() > 0L then
+        let lo, hi = range labels
+        if lo < 0L || hi >= int64 classes then
+            fail name (sprintf "a tensor holding label %d" (if lo < 0L then lo else hi))
+                (sprintf "labels in [0, %d), for classes = %d" classes classes)

@@ -44,9 +44,8 @@ module Masking =
         Guard.rank "x" 3 "[N, L, D]" x
         Guard.nonEmptyBatch "x" x
 
-    /// Builds the record from a shuffle: the first `keep` entries of `idsShuffle` [N, L] stay visible.
-    let fromShuffle (x: Tensor) (idsShuffle: Tensor) (keep: int) : MaskResult =
-        checkTokens x
+    /// The record from a shuffle the masking functions made themselves (valid by construction).
+    let private ofShuffle (x: Tensor) (idsShuffle: Tensor) (keep: int) : MaskResult =
         let n, l, d = x.shape.[0], x.shape.[1], x.shape.[2]
         let idsShuffle = idsShuffle.``to``(x.device)
         let idsRestore = idsShuffle.argsort(dim = 1L)
@@ -57,6 +56,17 @@ module Masking =
         shuffledMask.narrow(1L, 0L, int64 keep).zero_() |> ignore
         let mask = shuffledMask.gather(1L, idsRestore)
         { Visible = visible; Mask = mask; IdsKeep = idsKeep; IdsRestore = idsRestore }
+
+    /// Builds the record from a shuffle: the first `keep` entries of `idsShuffle` [N, L] (int64
+    /// token indices in [0, L)) stay visible; 1 <= keep <= L.
+    let fromShuffle (x: Tensor) (idsShuffle: Tensor) (keep: int) : MaskResult =
+        checkTokens x
+        let n, l = x.shape.[0], x.shape.[1]
+        Guard.int64Tensor "idsShuffle" idsShuffle
+        Guard.shape "idsShuffle" [| n; l |] "[N, L] of x" idsShuffle
+        Guard.indicesWithin "idsShuffle" l (sprintf "the L = %d tokens of x" l) idsShuffle
+        if keep < 1 || int64 keep > l then Guard.fail "keep" keep (sprintf "a count in [1, %d], the tokens of x" l)
+        ofShuffle x idsShuffle keep
 
     /// Shuffle that puts the visible tokens (mask 0) first, each group in index order.
     /// `hidden` is [N, L] with 1 = hidden; every row must hide the same number of tokens.
@@ -72,7 +82,7 @@ module Masking =
         let n, l = x.shape.[0], x.shape.[1]
         let keep = keepCount (int l) ratio
         let noise = torch.rand([| n; l |], generator = gen)
-        fromShuffle x (noise.argsort(dim = 1L)) keep
+        ofShuffle x (noise.argsort(dim = 1L)) keep
 
     /// Random masking with one mask shared by every sample of the batch; keeps int(L(1-r)) as MAE's
     /// random_masking (`keepCount`). x: [N, L, D]
@@ -81,7 +91,7 @@ module Masking =
         let n, l = x.shape.[0], x.shape.[1]
         let keep = keepCount (int l) ratio
         let noise = torch.rand([| 1L; l |], generator = gen).expand(n, l)
-        fromShuffle x (noise.argsort(dim = 1L)) keep
+        ofShuffle x (noise.argsort(dim = 1L)) keep
 
     /// Tube masking (VideoMAE): one random spatial mask per sample, the same in every time slot.
     /// x: [N, slots*S, D] with tokens ordered slot-major (as `Patchify.patchify3d` gives them).
@@ -102,7 +112,7 @@ module Masking =
         let spatialRank = noise.argsort(dim = 1L).argsort(dim = 1L) // rank of each spatial token
         let hiddenS = spatialRank.ge(torch.tensor(int64 keepS)) // [N, S] bool
         let hidden = hiddenS.unsqueeze(1L).expand(n, int64 slots, s).reshape(n, l)
-        fromShuffle x (shuffleOfHidden hidden) (slots * keepS)
+        ofShuffle x (shuffleOfHidden hidden) (slots * keepS)
 
     /// Time/frequency masking (Audio-MAE): whole time columns and whole frequency rows are hidden.
     /// x: [N, F*T, D] for a grid of F frequency rows by T time columns, row-major.
@@ -126,7 +136,7 @@ module Masking =
             hiddenF.unsqueeze(2L).expand(n, int64 freqRows, int64 timeCols)
                 .logical_or(hiddenT.unsqueeze(1L).expand(n, int64 freqRows, int64 timeCols))
                 .reshape(n, l)
-        fromShuffle x (shuffleOfHidden hidden) (keepT * keepF)
+        ofShuffle x (shuffleOfHidden hidden) (keepT * keepF)
 
     /// Block-wise masking (BEiT): random rectangles (area >= minBlock, aspect in [0.3, 1/0.3])
     /// are hidden until the target count is reached, topped up with single random tokens so that
@@ -179,7 +189,13 @@ module Masking =
             flat
         let rows = Array.init (int n) (fun _ -> oneSample ()) |> Array.concat
         let hidden = torch.tensor(rows, [| n; l |])
-        fromShuffle x (shuffleOfHidden hidden) keep
+        ofShuffle x (shuffleOfHidden hidden) keep
+
+    /// A bool tensor, or one whose every entry is 0 or 1.
+    let private binary (hidden: Tensor) =
+        use _ = torch.NewDisposeScope()
+        hidden.dtype = ScalarType.Bool
+        || not (hidden.ne(torch.zeros_like(hidden)).logical_and(hidden.ne(torch.ones_like(hidden))).any().item<bool>())
 
     /// An externally supplied mask: `hidden` [N, L] bool (true = hidden), the same count in every row.
     let given (hidden: Tensor) (x: Tensor) : MaskResult =
@@ -187,6 +203,8 @@ module Masking =
         Guard.rank "hidden" 2 "[N, L]" hidden
         if hidden.shape.[0] <> x.shape.[0] || hidden.shape.[1] <> x.shape.[1] then
             Guard.fail "hidden" (Guard.shapeOf hidden) (sprintf "shape [%d, %d] matching x" x.shape.[0] x.shape.[1])
+        if not (binary hidden) then
+            Guard.fail "hidden" "a tensor holding values other than 0 and 1" "a bool mask, or 0 or 1 in every entry"
         let counts = hidden.to_type(ScalarType.Int64).sum(dim = 1L).cpu()
         let first = counts.[0].item<int64>()
         if counts.ne(torch.tensor(first)).any().item<bool>() then
@@ -194,81 +212,21 @@ module Masking =
         if first >= x.shape.[1] then
             Guard.fail "hidden" "a row hiding every token" "at least one visible token per row"
         let keep = int (x.shape.[1] - first)
-        fromShuffle x (shuffleOfHidden (hidden.to_type(ScalarType.Bool).``to``(x.device))) keep
+        ofShuffle x (shuffleOfHidden (hidden.to_type(ScalarType.Bool).``to``(x.device))) keep
 
-    /// Puts a sequence given in shuffled order ([visible; hidden], [N, L, D]) back into the
-    /// original order.
-    let restore (idsRestore: Tensor) (shuffled: Tensor) : Tensor =
+    /// `restore` without its checks, for ids that the masking functions made themselves (the
+    /// decoder's hot path: the range check reads the ids back, a sync per step).
+    let internal restoreTrusted (idsRestore: Tensor) (shuffled: Tensor) : Tensor =
         let n, l, d = shuffled.shape.[0], shuffled.shape.[1], shuffled.shape.[2]
         shuffled.gather(1L, idsRestore.unsqueeze(-1L).expand(n, l, d))
 
-/// How a model masks its tokens: a masking function chosen by name, its ratio, and the token
-/// grid that the structured strategies read (it comes from the model's input adapter).
-type MaskingStrategy =
-    /// Random per sample (MAE, Audio-MAE): `Masking.random`.
-    | RandomPerSample of ratio: float
-    /// One random mask for the whole batch (M3AE, TSFormer): `Masking.randomShared`.
-    | RandomShared of ratio: float
-    /// BEiT-style rectangles on a 2D grid: `Masking.block`.
-    | BlockWise of ratio: float
-    /// Tube masking (VideoMAE): one spatial mask per sample, repeated in every slot of the grid's
-    /// first axis: `Masking.tube`.
-    | Tube of ratio: float
-    /// Whole time columns and frequency rows (Audio-MAE) on a grid [| F; T |]:
-    /// `Masking.timeFrequency`. `Ratio` is the share of tokens hidden: 1 - (1 - time)(1 - freq).
-    | TimeFrequency of timeRatio: float * freqRatio: float
-
-    /// The share of tokens the strategy hides (before rounding to whole tokens).
-    member this.Ratio =
-        match this with
-        | RandomPerSample r
-        | RandomShared r
-        | BlockWise r
-        | Tube r -> r
-        | TimeFrequency (t, f) -> 1.0 - (1.0 - t) * (1.0 - f)
-
-    /// The strategy's name as checkpoints and the CLI spell it.
-    member this.Name =
-        match this with
-        | RandomPerSample _ -> "random"
-        | RandomShared _ -> "random-shared"
-        | BlockWise _ -> "block"
-        | Tube _ -> "tube"
-        | TimeFrequency _ -> "time-frequency"
-
-module MaskingStrategy =
-
-    /// The names `Name` gives.
-    let names = [| "random"; "random-shared"; "block"; "tube"; "time-frequency" |]
-
-    /// The strategy of that name with `ratio` (time-frequency: the same ratio on both axes);
-    /// ArgumentException naming `masking` for another name.
-    let ofName (name: string) (ratio: float) =
-        match (if isNull name then "" else name.ToLowerInvariant()) with
-        | "random" -> RandomPerSample ratio
-        | "random-shared" -> RandomShared ratio
-        | "block" -> BlockWise ratio
-        | "tube" -> Tube ratio
-        | "time-frequency" -> TimeFrequency(ratio, ratio)
-        | _ -> Guard.fail "masking" (sprintf "\"%s\"" name) ("one of " + String.Join(", ", names))
-
-    /// The same strategy with another ratio (time-frequency: on both axes).
-    let withRatio (ratio: float) (s: MaskingStrategy) = ofName s.Name ratio
-
-    /// Masks tokens x [N, L, D] of a sample cut into `grid` (slowest axis first, product L).
-    /// Block-wise and time-frequency need a 2D grid, tube at least 2 axes; another grid is an
-    /// ArgumentException naming `grid`.
-    let apply (strategy: MaskingStrategy) (grid: int[]) (gen: Generator) (x: Tensor) : MaskResult =
-        let twoD () =
-            if grid.Length <> 2 then
-                Guard.fail "grid" (sprintf "%A" grid) (sprintf "a 2D token grid for %s masking" strategy.Name)
-            grid.[0], grid.[1]
-        match strategy with
-        | RandomPerSample r -> Masking.random gen r x
-        | RandomShared r -> Masking.randomShared gen r x
-        | BlockWise r -> Masking.block gen r (twoD ()) x
-        | Tube r ->
-            if grid.Length < 2 then
-                Guard.fail "grid" (sprintf "%A" grid) "a token grid of at least 2 axes (time slots first) for tube masking"
-            Masking.tube gen r grid.[0] x
-        | TimeFrequency (t, f) -> Masking.timeFrequency gen t f (twoD ()) x
+    /// Puts a sequence given in shuffled order ([visible; hidden], [N, L, D]) back into the
+    /// original order.
+    /// idsRestore [N, L] int64 in [0, L) -> [N, L, D]
+    let restore (idsRestore: Tensor) (shuffled: Tensor) : Tensor =
+        Guard.rank "shuffled" 3 "[N, L, D]" shuffled
+        let n, l, d = shuffled.shape.[0], shuffled.shape.[1], shuffled.shape.[2]
+        Guard.int64Tensor "idsRestore" idsRestore
+        Guard.shape "idsRestore" [| n; l |] "[N, L] of shuffled" idsRestore
+        Guard.indicesWithin "idsRestore" l (sprintf "the L = %d tokens of shuffled" l) idsRestore
+        restoreTrusted idsRestore shuffled

@@ -74,9 +74,10 @@ type AdamW(groups: Group[], lr: float, betas: float * float, eps: float) =
             let sizes = ps |> Array.map (fun p -> p.numel())
             let flat = torch.empty(Array.sum sizes, dtype = first.dtype, device = first.device)
             use _ = torch.no_grad()
+            use _ = torch.NewDisposeScope() // the views' wrappers (flat, made before it, stays)
             let mutable offset = 0L
             for p, n in Array.zip ps sizes do
-                use view = flat.narrow(0L, offset, n).view(p.shape)
+                let view = flat.narrow(0L, offset, n).view(p.shape)
                 view.copy_(p) |> ignore
                 p.set_(view) |> ignore
                 offset <- offset + n

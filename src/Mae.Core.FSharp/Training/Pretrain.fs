@@ -172,5 +172,8 @@ module Pretrain =
         Guard.nonEmptyBatch "inputs" inputs
         Guard.notNull "model" model
         model.Adapter.Check("inputs", inputs.narrow(0L, 0L, 1L))
+        let o = PretrainOptions.validate options
+        if inputs.shape.[0] < int64 o.BatchSize then
+            Guard.fail "inputs" (Guard.shapeOf inputs) (sprintf "at least BatchSize = %d samples" o.BatchSize)
         use labels = torch.zeros(inputs.shape.[0], dtype = ScalarType.Int64)
         runOn model (InMemoryDataset(inputs, labels, [| "unlabelled" |])) options resumeFrom progress cancel
