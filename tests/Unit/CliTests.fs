@@ -216,6 +216,47 @@ let private resumeWithOtherOptions () =
     let code, stdout, stderr = run (args [ "--resume"; "--preset"; "base" ])
     expectExit 2 (code, stdout, stderr) "resume with another --preset"
 
+/// The fixture's first `n` training digits as DIR/<digit>/<index>.png.
+let private pngFolder (root: string) (n: int) =
+    let dims, pixels = Data.Idx.read (Data.Idx.find (fixture ()) "train-images-idx3-ubyte")
+    let _, labels = Data.Idx.read (Data.Idx.find (fixture ()) "train-labels-idx1-ubyte")
+    let h, w = dims.[1], dims.[2]
+    for i in 0 .. n - 1 do
+        let dir = Path.Combine(root, string labels.[i])
+        Directory.CreateDirectory dir |> ignore
+        use f = File.Create(Path.Combine(dir, sprintf "%03d.png" i))
+        StbImageWriteSharp.ImageWriter().WritePng(pixels.[i * h * w .. (i + 1) * h * w - 1], w, h, StbImageWriteSharp.ColorComponents.Grey, f)
+
+let private imageFolderPipeline () =
+    use dir = new TempDir()
+    let images = dir.File "digits"
+    pngFolder images 200
+    let out = dir.File "run"
+    let code, stdout, stderr =
+        run [ "pretrain"; "--data"; images; "--preset"; "tiny"; "--image-size"; "28"; "--epochs"; "1"; "--batch-size"; "32"
+              "--out"; out; "--threads"; "1"; "--json" ]
+    expectExit 0 (code, stdout, stderr) "pretrain on an image folder"
+    Expect.equal ((lastJson stdout).["steps"].GetValue<int>()) (160 / 32) "80% of 200 images for training, batch 32"
+    Expect.stringContains stderr "augmentation mae" "MAE's augmentation by default"
+    let ckpt = Path.Combine(out, "last.ckpt")
+    let code, stdout, stderr =
+        run [ "probe"; "--checkpoint"; ckpt; "--data"; images; "--probe-epochs"; "2"; "--threads"; "1"; "--json" ]
+    expectExit 0 (code, stdout, stderr) "probe on an image folder"
+    Expect.equal ((lastJson stdout).["test_images"].GetValue<int>()) 40 "the 20% held out"
+    let png = dir.File "recon.png"
+    let code, stdout, stderr = run [ "reconstruct"; "--checkpoint"; ckpt; "--data"; images; "--out"; png; "--count"; "4" ]
+    expectExit 0 (code, stdout, stderr) "reconstruct from an image folder"
+    Expect.isTrue (File.Exists png) "the PNG is written"
+    // ImageNet's layout, with a file that is not an image in the training split
+    let laidOut = dir.File "laid-out"
+    pngFolder (Path.Combine(laidOut, "train")) 64
+    pngFolder (Path.Combine(laidOut, "val")) 16
+    File.WriteAllText(Path.Combine(laidOut, "train", "3", "broken.png"), "not a png")
+    let code, stdout, stderr =
+        run [ "pretrain"; "--data"; laidOut; "--epochs"; "1"; "--batch-size"; "32"; "--out"; dir.File "run2"; "--threads"; "1" ]
+    expectExit 1 (code, stdout, stderr) "a corrupt image stops the run"
+    Expect.stringContains stderr "broken.png" "the message names the file"
+
 let private interruptAndResume () =
     use dir = new TempDir()
     let args (out: string) =
@@ -254,6 +295,7 @@ let tests =
     <| testList "cli" [
         test "pretrain, probe, reconstruct and info run on the fixture and print JSON" { pipeline () }
         test "bad arguments exit 2 naming the option; a missing checkpoint exits 1" { badArguments () }
+        test "pretrain, probe and reconstruct read a folder of PNG files in class folders" { imageFolderPipeline () }
         test "resuming with other options exits 2 naming each option, its value and the checkpoint's" { resumeWithOtherOptions () }
         test "Ctrl-C saves a checkpoint, and resuming ends where an uninterrupted run does" {
             if OperatingSystem.IsWindows() then skiptest "SIGINT is sent with libc kill"

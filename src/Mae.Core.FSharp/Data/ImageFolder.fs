@@ -181,7 +181,7 @@ type ImageFolderDataset internal (root: string, files: string[], labels: int[], 
     member _.Files: string[] = Array.copy files
     /// The label of each file (index into ClassNames).
     member _.Labels: int[] = Array.copy labels
-    member internal _.Subset(indices: int[]) =
+    member _.Subset(indices: int[]) =
         ImageFolderDataset(root, indices |> Array.map (fun i -> files.[i]), indices |> Array.map (fun i -> labels.[i]), classNames, channels)
     interface IDataset with
         member _.Count = files.Length
