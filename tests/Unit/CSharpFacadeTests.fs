@@ -41,13 +41,7 @@ let publicSurface (asm: Assembly) =
               | _ -> () ]
     |> List.filter (fun (_, t) -> not (isNull t))
 
-let private fixtureFolder () =
-    let rec up (d: DirectoryInfo) =
-        if isNull d then failwith "tests/fixtures not found above the test's folder"
-        else
-            let p = Path.Combine(d.FullName, "tests", "fixtures", "mnist-small")
-            if Directory.Exists p then p else up d.Parent
-    up (DirectoryInfo AppContext.BaseDirectory)
+let private fixtureFolder () = fixturePath "mnist-small"
 
 let private smallBuilder () =
     MaeBuilder.ForImages(28, 7, 1).Encoder(fun e -> e.Width(32).Depth(2).Heads(2)).Decoder(fun d -> d.Width(32).Depth(1).Heads(2))

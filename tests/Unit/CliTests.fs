@@ -15,23 +15,14 @@ open TorchSharp
 open Mae
 open Mae.Tests.Unit.Common
 
-/// The repository root: the nearest folder above the test binary holding Mae.sln.
-let private root =
-    lazy
-        (let rec up (d: DirectoryInfo) =
-            if isNull d then failwithf "no Mae.sln above %s" AppContext.BaseDirectory
-            elif File.Exists(Path.Combine(d.FullName, "Mae.sln")) then d.FullName
-            else up d.Parent
-         up (DirectoryInfo AppContext.BaseDirectory))
-
-let private fixture () = Path.Combine(root.Value, "tests", "fixtures", "mnist-small")
+let private fixture () = fixturePath "mnist-small"
 
 /// The built command (program, leading arguments): the apphost of this test binary's
 /// configuration first (bin/CONFIG/net10.0/[linux-x64/]mae), else `dotnet mae.dll`.
 let private mae =
     lazy
         (let config = if AppContext.BaseDirectory.Contains $"{Path.DirectorySeparatorChar}Debug{Path.DirectorySeparatorChar}" then "Debug" else "Release"
-         let bin = Path.Combine(root.Value, "src", "Mae.Cli", "bin")
+         let bin = Path.Combine(repoRoot.Value, "src", "Mae.Cli", "bin")
          let folders =
              [ for c in [ config; (if config = "Release" then "Debug" else "Release") ] do
                    for rid in [ RuntimeInformation.RuntimeIdentifier; "linux-x64"; "" ] -> Path.Combine(bin, c, "net10.0", rid) ]

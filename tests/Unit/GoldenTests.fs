@@ -24,15 +24,8 @@ let relTol, absTol = 1e-5, 1e-6
 /// The cases make_golden.py writes.
 let caseNames = [ "rgb32-p8-normpix"; "grey28-p7-raw"; "rgb40-p4-mask90" ]
 
-/// tests/fixtures/golden, found above the test binary.
-let private goldenFolder =
-    lazy
-        (let rec up (d: DirectoryInfo) =
-            if isNull d then failwithf "tests/fixtures/golden not found above %s" AppContext.BaseDirectory
-            else
-                let p = Path.Combine(d.FullName, "tests", "fixtures", "golden")
-                if Directory.Exists p then p else up d.Parent
-         up (DirectoryInfo AppContext.BaseDirectory))
+/// tests/fixtures/golden.
+let private goldenFolder = lazy (fixturePath "golden")
 
 let private readJson (path: string) = JsonNode.Parse(File.ReadAllText path)
 

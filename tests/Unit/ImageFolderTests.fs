@@ -13,13 +13,7 @@ open Mae
 open Mae.Data
 open Mae.Tests.Unit.Common
 
-let private fixtureFolder () =
-    let rec up (d: DirectoryInfo) =
-        if isNull d then failwith "tests/fixtures not found above the test's folder"
-        else
-            let p = Path.Combine(d.FullName, "tests", "fixtures", "mnist-small")
-            if Directory.Exists p then p else up d.Parent
-    up (DirectoryInfo AppContext.BaseDirectory)
+let private fixtureFolder () = fixturePath "mnist-small"
 
 let private pngBytes (w: int) (h: int) (comp: ColorComponents) (data: byte[]) =
     use s = new MemoryStream()

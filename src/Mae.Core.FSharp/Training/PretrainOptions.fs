@@ -2,11 +2,7 @@
 namespace Mae
 
 open System
-open System.Diagnostics
-open System.IO
 open System.Text.Json.Nodes
-open System.Threading
-open TorchSharp
 open Mae.Data
 
 type PretrainOptions =
