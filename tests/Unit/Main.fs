@@ -9,6 +9,7 @@ let main argv =
         testList "unit" [
             ParameterTests.tests
             ModelTests.tests
+            PartsTests.tests
             GoldenTests.tests
             KernelTests.tests
             GuardTests.tests
