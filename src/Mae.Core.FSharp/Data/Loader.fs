@@ -91,8 +91,8 @@ type SkippedSample =
 module Loader =
 
     /// The data order of an epoch: a permutation of 0 .. n-1 drawn with torch.randperm from a
-    /// generator seeded by (seed, epoch) alone — the same formula as Pretrain.epochOrder, so a
-    /// loader and Pretrain over the same data see the same order.
+    /// generator seeded by (seed, epoch) alone, so a resumed run sees the same batches (the order
+    /// of pretraining and fine-tuning; unchanged from Mae's first releases).
     let epochOrder (seed: int64) (epoch: int) (n: int) : int[] =
         use g = new torch.Generator(uint64 (seed * 1000003L + int64 epoch + 17L), torch.CPU)
         use p = torch.randperm(int64 n, generator = g)

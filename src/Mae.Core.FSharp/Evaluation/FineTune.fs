@@ -135,7 +135,7 @@ module FineTune =
         m.train ()
         for epoch in 0 .. o.Epochs - 1 do
             if not cancel.IsCancellationRequested then
-                use order = Pretrain.epochOrder o.Seed epoch n
+                use order = torch.tensor(Data.Loader.epochOrder o.Seed epoch n |> Array.map int64)
                 let mutable sum = 0.0
                 for b in 0 .. perEpoch - 1 do
                     let stepLoss =

@@ -85,17 +85,19 @@ type MaskedAutoencoder(config: MaeConfig, objective: Objective) as this =
         adapter.Check("batch", batch)
         adapter.Embed(adapter.Pieces batch) + encoder.TokenPositions
 
-    member private _.EncodeMasked(batch: Tensor, masking: MaskResult) : EncoderOutput =
+    /// The encoder over a masking of the raw pieces [N, L, Pin].
+    member private _.EncodeMasked(pieces: Tensor, masking: MaskResult) : EncoderOutput =
         match cfg.EncoderInput with
         | VisibleOnly -> encoder.Visible(adapter.Embed masking.Visible, masking)
-        | AllWithMaskToken -> encoder.WithMaskTokens(adapter.Embed(adapter.Pieces batch), masking)
+        | AllWithMaskToken -> encoder.WithMaskTokens(adapter.Embed pieces, masking)
 
     /// Encoder under a masking computed by `masking` from the raw per-token pieces [N, L, Pin]
     /// (the embedding is per token, so masking the pieces and embedding the visible ones equals
     /// embedding all and masking after).
     member this.ForwardEncoder(batch: Tensor, masking: Tensor -> MaskResult) : EncoderOutput =
         adapter.Check("batch", batch)
-        this.EncodeMasked(batch, masking (adapter.Pieces batch))
+        let pieces = adapter.Pieces batch
+        this.EncodeMasked(pieces, masking pieces)
 
     /// Encoder with the configured masking drawn from `generator`.
     member this.ForwardEncoder(batch: Tensor, generator: Generator) : EncoderOutput =
@@ -130,11 +132,7 @@ type MaskedAutoencoder(config: MaeConfig, objective: Objective) as this =
         this.Complete(batch, this.ForwardEncoder(batch, hidden))
 
     /// Encoder without masking: batch -> [N, (1)+L, D] (after the final norm).
-    member this.Encode(batch: Tensor) = encoder.All(adapter.Embed(adapter.Pieces(this.Checked batch)))
-
-    member private _.Checked(batch: Tensor) =
-        adapter.Check("batch", batch)
-        batch
+    member this.Encode(batch: Tensor) = encoder.Run(this.Embed batch)
 
     /// One feature vector per sample: the cls token's output, or the mean of the patch tokens
     /// when `meanPool` (or when the model has no cls token). batch -> [N, D]

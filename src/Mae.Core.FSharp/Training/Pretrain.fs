@@ -16,12 +16,6 @@ module Pretrain =
 
     let checkpointFile (dir: string) = Path.Combine(dir, "last.ckpt")
 
-    /// The data order of an epoch: a permutation drawn from (seed, epoch) alone, so a resumed run
-    /// sees the same batches.
-    let epochOrder (seed: int64) (epoch: int) (n: int) =
-        use g = new Generator(uint64 (seed * 1000003L + int64 epoch + 17L), torch.CPU)
-        torch.randperm(int64 n, generator = g)
-
     /// Where resuming from a checkpoint with `meta`, a model of `config` and options `o` would not
     /// continue the run that wrote it: (setting, value here, value in the checkpoint), first the
     /// configuration's settings ("depth", "maskRatio", "input.imageHeight"), then the options
