@@ -40,7 +40,9 @@ let cases =
       { Name = "small-32"; Config = small32; Batch = 64; Mode = Mae; Precision = Float32 }
       { Name = "encoder-224"; Config = tiny224; Batch = 32; Mode = EncoderOnly; Precision = Float32 }
       { Name = "tiny-224-bf16"; Config = tiny224; Batch = 8; Mode = Mae; Precision = BFloat16 }
-      { Name = "small-32-bf16"; Config = small32; Batch = 64; Mode = Mae; Precision = BFloat16 } ]
+      { Name = "small-32-bf16"; Config = small32; Batch = 64; Mode = Mae; Precision = BFloat16 }
+      // ./build.sh demo's step: the tiny preset (28x28 grey, patch 7, 128 x 4, decoder 128 x 1), batch 256
+      { Name = "mnist-demo"; Config = MaeConfig.tiny; Batch = 256; Mode = Mae; Precision = Float32 } ]
 
 /// Multiply-add FLOPs (x2) of one forward pass as Mae computes it: linear layers and attention
 /// matmuls of every block, patch embedding (of the encoder's tokens only: Mae embeds the visible

@@ -1,9 +1,18 @@
 // Pretrain a masked autoencoder on MNIST from C#, then probe its encoder.
 // Usage: CSharpQuickStart [EPOCHS] [IDX-FOLDER]   (no folder: MNIST is fetched once and cached)
+//        CSharpQuickStart EPOCHS IMAGE-FOLDER     (class folders of PNG/JPEG files: ImageFolderExample.cs)
 using Mae;
 
 int epochs = args.Length > 0 ? int.Parse(args[0]) : 5;
+if (args.Length > 1 && !Directory.EnumerateFiles(args[1], "train-images*").Any())
+{
+    ImageFolderExample.Run(args[1], epochs);
+    return;
+}
 using var data = args.Length > 1 ? ImageSplits.LoadIdxFolder(args[1]) : ImageSplits.LoadMnist(log: Console.WriteLine);
+
+// README.md shows the lines from here to the end marker, word for word (a test compares them).
+// <readme>
 
 using var mae = MaeBuilder.ForImages(imageSize: 28, patchSize: 7, channels: 1)
     .MaskRatio(0.75)
@@ -24,3 +33,4 @@ var result = Pretrainer.Pretrain(mae, data.Train, options, progress);
 var probe = Evaluation.LinearProbe(mae, data.Train, data.Test, classes: 10);
 mae.Reconstruct("reconstruction.png", data.Test.Images.narrow(0, 0, 8), mean: ImageSplits.MnistMean, std: ImageSplits.MnistStd);
 Console.WriteLine($"final loss {result.FinalLoss:F4}; linear-probe accuracy {probe.TestAccuracy:F4}; reconstruction.png written");
+// </readme>

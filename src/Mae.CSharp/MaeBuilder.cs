@@ -154,19 +154,19 @@ namespace Mae
         /// Builds the model. Throws <see cref="ArgumentException"/> naming the first bad setting
         /// and its allowed range. The caller disposes the model.
         /// </summary>
-        public ImageMaeModel Build()
+        public MaeModel Build()
         {
             var problems = MaeConfigModule.problems(_config);
             if (problems.Length > 0) throw problems[0];
             var device = Runtime.device(_device ?? "");
-            return new ImageMaeModel(MaskedAutoencoder.Create(_config, _seed, device));
+            return MaeModel.Wrap(MaskedAutoencoder.Create(_config, _seed, device));
         }
 
         /// <summary>
         /// Builds the model when the settings are valid; otherwise returns false with every
         /// problem in <paramref name="errors"/> and no model.
         /// </summary>
-        public bool TryBuild(out ImageMaeModel? model, out IReadOnlyList<string> errors)
+        public bool TryBuild(out MaeModel? model, out IReadOnlyList<string> errors)
         {
             errors = Validate();
             model = errors.Count == 0 ? Build() : null;

@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Threading;
+using static TorchSharp.torch;
 using TorchSharp;
 
 namespace Mae
@@ -57,11 +58,29 @@ namespace Mae
         /// </summary>
         public TrainingPrecision Precision { get; init; } = TrainingPrecision.Float32;
 
+        /// <summary>
+        /// Per-sample transform of the data, given the sample's own generator (seeded by the
+        /// run's seed, the epoch and the sample's position, so that a resumed run sees the same
+        /// batches), e.g. <see cref="ImageTransforms.Pretraining"/>. Null: samples as read.
+        /// </summary>
+        public Func<Random, Tensor, Tensor>? Transform { get; init; }
+
+        /// <summary>Threads that read and transform batches ahead of training (0: none).</summary>
+        public int Workers { get; init; }
+
+        /// <summary>
+        /// True: a sample that cannot be read (a file that is not an image, another channel count)
+        /// is left out and training goes on; false (default): the run stops with an
+        /// <see cref="System.IO.InvalidDataException"/> naming the file.
+        /// </summary>
+        public bool SkipBadSamples { get; init; }
+
         internal PretrainOptions ToCore() => new(
             Epochs, BatchSize, BaseLr, 0.0, WarmupEpochs, WeightDecay, new Tuple<double, double>(0.9, 0.95), ClipGrad,
             AccumulationSteps, Seed, CheckpointDirectory, CheckpointEvery, MaxIterations,
             Precision == TrainingPrecision.BFloat16 ? Mae.Precision.BFloat16 : Mae.Precision.Float32,
-            Mae.Data.Transforms.identity, 0, Mae.Data.OnBadSample.Stop);
+            Transform ?? Mae.Data.Transforms.identity, Workers,
+            SkipBadSamples ? Mae.Data.OnBadSample.Skip : Mae.Data.OnBadSample.Stop);
     }
 
     /// <summary>Arithmetic of a training step's matrix products.</summary>
@@ -136,29 +155,53 @@ namespace Mae
         public string? CheckpointPath { get; }
     }
 
-    /// <summary>Pretrains an <see cref="ImageMaeModel"/> on unlabelled images.</summary>
+    /// <summary>Pretrains a <see cref="MaeModel"/> on unlabelled samples of its modality.</summary>
     public static class Pretrainer
     {
         /// <summary>Pretrains with the default options but for the epochs and batch size given.</summary>
-        public static PretrainOutcome Pretrain(ImageMaeModel model, ImageDataset data, int epochs = 10, int batchSize = 256,
+        public static PretrainOutcome Pretrain(MaeModel model, ImageDataset data, int epochs = 10, int batchSize = 256,
             IProgress<PretrainProgressInfo>? progress = null, CancellationToken cancellationToken = default) =>
             Pretrain(model, data, new PretrainerOptions { Epochs = epochs, BatchSize = batchSize }, progress, cancellationToken);
 
         /// <summary>
-        /// Pretrains with every option. Cancelling stops after the current step and, when
-        /// <see cref="PretrainerOptions.CheckpointDirectory"/> is set, leaves a resumable checkpoint.
-        /// Throws <see cref="ArgumentException"/> naming a bad option.
+        /// Pretrains on images held in memory, with every option. Cancelling stops after the
+        /// current step and, when <see cref="PretrainerOptions.CheckpointDirectory"/> is set, leaves
+        /// a resumable checkpoint. Throws <see cref="ArgumentException"/> naming a bad option.
         /// </summary>
-        public static PretrainOutcome Pretrain(ImageMaeModel model, ImageDataset data, PretrainerOptions options,
+        public static PretrainOutcome Pretrain(MaeModel model, ImageDataset data, PretrainerOptions options,
             IProgress<PretrainProgressInfo>? progress = null, CancellationToken cancellationToken = default)
         {
-            ArgumentNullException.ThrowIfNull(model);
             ArgumentNullException.ThrowIfNull(data);
+            return Run(model, options, progress, (core, o, report) =>
+                Mae.Pretrain.run(core, data.Images, o, options.ResumeFrom, report, cancellationToken));
+        }
+
+        /// <summary>
+        /// Pretrains on a dataset read on demand (an image folder, or tensors in memory): batches
+        /// come from Mae's loader, in an order drawn from the seed and the epoch, each sample through
+        /// <see cref="PretrainerOptions.Transform"/> (e.g. <see cref="ImageTransforms.Pretraining"/>),
+        /// <see cref="PretrainerOptions.Workers"/> threads reading ahead. A run stops before
+        /// anything non-finite reaches the weights or a checkpoint, naming the step and tensors.
+        /// Throws <see cref="ArgumentException"/> naming a bad option, and the dataset's
+        /// <see cref="System.IO.InvalidDataException"/> naming a file that cannot be read (unless
+        /// <see cref="PretrainerOptions.SkipBadSamples"/>).
+        /// </summary>
+        public static PretrainOutcome Pretrain(MaeModel model, MaeDataset data, PretrainerOptions options,
+            IProgress<PretrainProgressInfo>? progress = null, CancellationToken cancellationToken = default)
+        {
+            ArgumentNullException.ThrowIfNull(data);
+            return Run(model, options, progress, (core, o, report) =>
+                Mae.Pretrain.runOn(core, data.Core, o, options.ResumeFrom, report, cancellationToken));
+        }
+
+        private static PretrainOutcome Run(MaeModel model, PretrainerOptions options, IProgress<PretrainProgressInfo>? progress,
+            Func<MaskedAutoencoder, PretrainOptions, Microsoft.FSharp.Core.FSharpFunc<PretrainProgress, Microsoft.FSharp.Core.Unit>, PretrainResult> train)
+        {
+            ArgumentNullException.ThrowIfNull(model);
             ArgumentNullException.ThrowIfNull(options);
             if (options.Device is not null) model.Core.to(Runtime.device(options.Device));
             var report = Microsoft.FSharp.Core.FuncConvert.FromAction<PretrainProgress>(p => progress?.Report(new PretrainProgressInfo(p)));
-            var r = Mae.Pretrain.run(model.Core, data.Images, options.ToCore(), options.ResumeFrom, report, cancellationToken);
-            return new PretrainOutcome(r);
+            return new PretrainOutcome(train(model.Core, options.ToCore(), report));
         }
     }
 }

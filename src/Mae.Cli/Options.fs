@@ -135,11 +135,15 @@ let folderStats (splits: ImageFolderSplits) =
     let train = splits.Train :> IDataset
     if train.Channels = 3 then Transforms.imageNet else Transforms.statistics train
 
+/// The first `limit` samples (0 = all) of an image folder's split.
+let limited (dataset: IDataset) (limit: int) : IDataset =
+    let n = if limit > 0 then min limit dataset.Count else dataset.Count
+    if n = dataset.Count then dataset else (dataset :?> ImageFolderDataset).Subset [| 0 .. n - 1 |] :> IDataset
+
 /// The first `limit` samples (0 = all) of a dataset read into memory at (h, w) with the
 /// evaluation transform (resize the shorter side to size / 0.875, centre crop) and `stats`.
 let materialize (dataset: IDataset) (h: int, w: int) (stats: ChannelStats) (limit: int) : ImageSet =
-    let n = if limit > 0 then min limit dataset.Count else dataset.Count
-    let part = if n = dataset.Count then dataset else (dataset :?> ImageFolderDataset).Subset [| 0 .. n - 1 |] :> IDataset
+    let part = limited dataset limit
     let loader = BatchLoader(part, LoaderOptions.evaluation 256 (Transforms.forEvaluation (h, w) stats))
     let batches = [| for b in loader.Epoch 0 -> b |]
     let images = torch.cat([| for b in batches -> b.Inputs |], 0L)
@@ -167,6 +171,15 @@ let loadData (ui: Ui) (data: string) (trainLimit: int) (testLimit: int) (size: i
             materialize splits.Train size stats trainLimit, materialize splits.Val size stats testLimit, unnormalise stats
     ui.Log(sprintf "data: train %s, test %s" (Guard.shapeOf train.Images) (Guard.shapeOf test.Images))
     train, test, toUnit
+
+/// A usage error unless the checkpoint's model reads images of the folder's channel count (the
+/// evaluation transform brings every image to the model's size).
+let checkChannels (config: MaeConfig) (data: IDataset) =
+    match config.Input with
+    | Image i when data.Channels <> i.Channels ->
+        usage "--data" (sprintf "images with %d channel(s)" data.Channels)
+            (sprintf "images with %d channel(s), as the checkpoint's model was trained on" i.Channels)
+    | _ -> ()
 
 /// (C, H, W) of an image set.
 let imageShape (set: ImageSet) =

@@ -10,6 +10,7 @@ open System.IO
 open System.Text.Json.Nodes
 open TorchSharp
 open Mae
+open Mae.Data
 open Mae.Cli.Output
 open Mae.Cli.Options
 
@@ -38,17 +39,32 @@ let create () =
             let path = Path.GetFullPath(parsed.GetValue checkpoint)
             let model, meta = Checkpoint.loadModel path dev
             use model = model
-            let train, test, _ = loadData ui (parsed.GetValue data) (parsed.GetValue trainLimit) (parsed.GetValue testLimit) meta.Config.Image.ImageSize
-            checkFits meta.Config train
-            let classes = classCount train test
             let seed = parsed.GetValue seed
             let options = { Probe.defaultLinearOptions with Epochs = parsed.GetValue probeEpochs; Seed = seed }
             let batch = parsed.GetValue batchSize
+            // (classes, train count, test count, the probe of a feature function on both splits)
+            let classes, trainCount, testCount, probeOf =
+                match openData ui (parsed.GetValue data) (parsed.GetValue trainLimit) (parsed.GetValue testLimit) with
+                | InMemory (train, test) ->
+                    ui.Log(sprintf "data: train %s, test %s" (Guard.shapeOf train.Images) (Guard.shapeOf test.Images))
+                    checkFits meta.Config train
+                    let classes = classCount train test
+                    classes, train.Count, test.Count, (fun features -> Probe.linearOn options classes features dev batch train test)
+                | Folder splits ->
+                    // read on demand at the model's size: only the features are held in memory
+                    let train = limited splits.Train (parsed.GetValue trainLimit)
+                    let test = limited splits.Val (parsed.GetValue testLimit)
+                    ui.Log(sprintf "image folder %s (%s): %d train, %d test images, %d classes" (parsed.GetValue data) splits.Layout
+                               train.Count test.Count train.ClassNames.Length)
+                    checkChannels meta.Config train
+                    let loader = LoaderOptions.evaluation batch (Transforms.forEvaluation meta.Config.Image.ImageSize (folderStats splits))
+                    let classes = train.ClassNames.Length
+                    classes, train.Count, test.Count, (fun features -> Probe.linearOnData options classes features dev loader train test)
             let probe (name: string) (features: Tensor -> Tensor) =
                 ui.Step(
                     sprintf "linear probe: %s" name,
                     fun () ->
-                        let r = Probe.linearOn options classes features dev batch train test
+                        let r = probeOf features
                         ui.Log(sprintf "linear probe %-12s test %.4f (train %.4f)" name r.TestAccuracy r.TrainAccuracy)
                         r
                 )
@@ -60,7 +76,7 @@ let create () =
             let raw = probe "raw pixels" (fun x -> x.flatten(1L))
             let seconds = clock.Elapsed.TotalSeconds
             ui.Summary(
-                sprintf "linear probe, %d classes, %d train / %d test images" classes train.Count test.Count,
+                sprintf "linear probe, %d classes, %d train / %d test images" classes trainCount testCount,
                 [ "pretrained encoder", sprintf "%.4f" pretrained.TestAccuracy
                   "random-init encoder", sprintf "%.4f" random.TestAccuracy
                   "raw pixels", sprintf "%.4f" raw.TestAccuracy
@@ -73,8 +89,8 @@ let create () =
                       "probe_random_init", number random.TestAccuracy
                       "probe_raw_pixels", number raw.TestAccuracy
                       "train_accuracy_pretrained", number pretrained.TrainAccuracy
-                      "train_images", JsonValue.Create train.Count
-                      "test_images", JsonValue.Create test.Count
+                      "train_images", JsonValue.Create trainCount
+                      "test_images", JsonValue.Create testCount
                       "classes", JsonValue.Create classes
                       "checkpoint", JsonValue.Create path
                       "step", JsonValue.Create meta.Step

@@ -88,7 +88,9 @@ let tests =
             let ok, model, errors = smallBuilder().Seed(3L).TryBuild()
             Expect.isTrue ok (String.Join("; ", errors))
             use model = model
-            Expect.equal model.NumPatches 16 "4x4 patches"
+            Expect.equal model.NumTokens 16 "4x4 patches"
+            Expect.equal model.Modality "image" "an image model"
+            Expect.isTrue (model :? ImageMaeModel) "built as an ImageMaeModel"
             use g = new Generator(1UL, torch.CPU)
             let out = model.Forward(data.Train.Images.narrow(0L, 0L, 8L), g)
             Expect.equal (out.Mask.sum().item<float32>()) (8.0f * 12.0f) "75% of 16 patches hidden in each of 8 images"
@@ -143,5 +145,38 @@ let tests =
             Expect.stringContains e.Message "65" "says the k it saw"
             expectArg "k" "a positive integer" (fun () -> Evaluation.KnnAccuracy(model, data.Train, data.Test, 10, k = 0)) |> ignore
             Expect.isGreaterThanOrEqual (Evaluation.KnnAccuracy(model, data.Train, data.Test, 10, k = 64)) 0.0 "k = N is allowed"
+        }
+        test "from C#: an image folder read on demand: pretrain with MAE's augmentation, probe and k-NN through MaeDataset" {
+            use dir = new TempDir()
+            ImageFolderTests.digitTree dir.Path 192 |> ignore
+            let splits = MaeDataset.OpenImageFolder(dir.Path, testFraction = 0.25, seed = 1L)
+            Expect.equal (splits.Train.Count + splits.Test.Count) 192 "every file in one split"
+            Expect.equal splits.Test.Count 48 "a quarter held out"
+            Expect.equal splits.Train.Channels 1 "grey PNGs"
+            Expect.equal splits.Train.ClassNames.Count 10 "one class per digit folder"
+            let stats = ChannelStatistics.Of splits.Train
+            Expect.isTrue (stats.Mean.[0] > 0.05 && stats.Mean.[0] < 0.3) (sprintf "the digits' mean %.3f" stats.Mean.[0])
+            use model = smallBuilder().Seed(3L).Build()
+            let options =
+                PretrainerOptions(Epochs = 3, BatchSize = 32, BaseLr = 1e-3, Workers = 2,
+                                  Transform = ImageTransforms.Pretraining(28, 28, stats))
+            let r = Pretrainer.Pretrain(model, splits.Train, options)
+            Expect.equal r.Steps 12 "3 epochs of 144 / 32 = 4 steps"
+            Expect.isTrue (Array.forall Double.IsFinite (Array.ofSeq r.EpochLosses)) "finite losses"
+            let eval = ImageTransforms.Evaluation(28, 28, stats)
+            let probe = Evaluation.LinearProbe(model, splits.Train, splits.Test, 10, eval, epochs = 5, workers = 2)
+            Expect.isGreaterThan probe.TrainAccuracy 0.2 "the probe fits the training digits above chance (0.1)"
+            Expect.isGreaterThanOrEqual (Evaluation.KnnAccuracy(model, splits.Train, splits.Test, 10, eval, k = 5)) 0.0 "k-NN runs"
+            expectArg "train classes" "at most classes = 5" (fun () -> Evaluation.LinearProbe(model, splits.Train, splits.Test, 5, eval)) |> ignore
+            // the in-memory path through the same types
+            use data = ImageSplits.LoadIdxFolder(fixtureFolder (), 64, 16)
+            let inMemory = MaeDataset.FromTensors(data.Train.Images)
+            Expect.equal inMemory.ClassNames.Count 1 "unlabelled"
+            let r = Pretrainer.Pretrain(model, inMemory, PretrainerOptions(Epochs = 1, BatchSize = 32))
+            Expect.equal r.Steps 2 "2 steps over 64 images"
+            use loaded =
+                model.Save(dir.File "m.ckpt")
+                MaeModel.Load(dir.File "m.ckpt")
+            Expect.isTrue (loaded :? ImageMaeModel) "an image checkpoint loads as an ImageMaeModel"
         }
     ]

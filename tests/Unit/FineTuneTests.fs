@@ -131,6 +131,6 @@ let tests =
             expectArg "labels" "[16]" (fun () -> FineTune.run clf x (twoClasses.narrow(0L, 0L, 12L)) o CancellationToken.None) |> ignore
             expectArg "labels" "[16]" (fun () -> FineTune.evaluate clf x (twoClasses.narrow(0L, 0L, 12L))) |> ignore
             expectArg "labels" "int64" (fun () -> FineTune.run clf x (twoClasses.to_type(ScalarType.Float32)) o CancellationToken.None) |> ignore
-            expectArg "images" "rank 4" (fun () -> FineTune.evaluate clf (x.reshape(16L, 28L, 28L)) twoClasses) |> ignore
+            expectArg "inputs" "rank 4" (fun () -> FineTune.evaluate clf (x.reshape(16L, 28L, 28L)) twoClasses) |> ignore
         }
     ]

@@ -26,7 +26,7 @@ let private writeFile (path: string) (bytes: byte[]) =
 
 /// The first `n` training digits of the fixture as DIR/<digit>/<index>.png (grey 28 x 28), and
 /// the same digits as the IDX loader reads them.
-let private digitTree (root: string) (n: int) : ImageSet =
+let internal digitTree (root: string) (n: int) : ImageSet =
     let folder = fixtureFolder ()
     let images, labels = Idx.find folder "train-images-idx3-ubyte", Idx.find folder "train-labels-idx1-ubyte"
     let dims, pixels = Idx.read images
@@ -309,5 +309,47 @@ let tests =
             for a, b in Array.zip png.EpochLosses idx.EpochLosses do
                 Expect.floatClose { absolute = 1e-5; relative = 1e-4 } a b "the same loss each epoch"
             Expect.equal pngAcc idxAcc (sprintf "the same probe accuracy (PNG folder %.4f, IDX %.4f)" pngAcc idxAcc)
+        }
+        test "probe, k-NN and fine-tuning read the PNG folder on demand and give what the in-memory path gives" {
+            use dir = new TempDir()
+            let set = digitTree dir.Path 192
+            let folder = ImageFolder.openClasses dir.Path 0
+            let ids = folder.Files |> Array.map (fun f -> int64 (int (Path.GetFileNameWithoutExtension f)))
+            use order = torch.tensor ids
+            use images = set.Images.index_select(0L, order)
+            use labels = set.Labels.index_select(0L, order)
+            let inMemory = { Images = images; Labels = labels }
+            let normalize = Transforms.normalize mnistStats
+            let loader = { LoaderOptions.evaluation 48 normalize with Workers = 2 }
+            // one sample of 192 either way: PNG decoding and the IDX path agree to float rounding
+            let close (what: string) (a: float) (b: float) =
+                Expect.isLessThanOrEqual (abs (a - b)) (1.0 / 192.0 + 1e-9) (sprintf "%s: folder %.4f, in memory %.4f" what a b)
+            use m = MaskedAutoencoder.Create(small, 5L)
+            m.eval ()
+            let features (x: Tensor) = m.Features(x, false)
+            let probeOptions = { Probe.defaultLinearOptions with Epochs = 3 }
+            let onData = Probe.linearOnData probeOptions 10 features torch.CPU loader folder folder
+            let inMem = Probe.linearOn probeOptions 10 features torch.CPU 48 inMemory inMemory
+            close "probe train accuracy" onData.TrainAccuracy inMem.TrainAccuracy
+            close "probe test accuracy" onData.TestAccuracy inMem.TestAccuracy
+            close "k-NN" (Probe.knnOnData 5 0.07 10 features torch.CPU loader folder folder) (Probe.knnOn 5 0.07 10 features torch.CPU 48 inMemory inMemory)
+            // checked before any feature is computed
+            expectArg "train classes" "at most classes = 5" (fun () -> Probe.linearOnData probeOptions 5 features torch.CPU loader folder folder) |> ignore
+            expectArg "k" "at most the number of training samples N = 192" (fun () -> Probe.knnOnData 193 0.07 10 features torch.CPU loader folder folder) |> ignore
+            let tune (train: VitClassifier -> float[]) =
+                torch.manual_seed 4L |> ignore
+                use clf = new VitClassifier(small, 10)
+                let losses = train clf
+                losses, FineTune.evaluateOn clf loader folder, FineTune.evaluate clf images labels
+            let o = { FineTune.defaults with Epochs = 2; BatchSize = 32; Seed = 1L }
+            let folderLosses, folderAcc, folderAccInMemory =
+                tune (fun clf -> FineTune.runOn clf folder { o with Transform = normalize; Workers = 2 } CancellationToken.None)
+            let memLosses, _, memAcc = tune (fun clf -> FineTune.run clf images labels o CancellationToken.None)
+            for a, b in Array.zip folderLosses memLosses do
+                Expect.floatClose { absolute = 1e-4; relative = 1e-3 } a b "the same fine-tuning loss each epoch"
+            close "fine-tuned accuracy (folder vs memory evaluation of one model)" folderAcc folderAccInMemory
+            close "fine-tuned accuracy (trained on the folder vs in memory)" folderAcc memAcc
+            use tooFew = new VitClassifier(small, 5)
+            expectArg "data classes" "at most the classifier's 5 classes" (fun () -> FineTune.runOn tooFew folder o CancellationToken.None) |> ignore
         }
     ]

@@ -1,4 +1,5 @@
-/// The README's F# example is the compiled examples/QuickStart/Program.fs, word for word.
+/// The README's examples are compiled code, word for word: the F# one is examples/QuickStart/Program.fs,
+/// the C# ones the marked regions of examples/CSharpQuickStart.
 module Mae.Tests.Unit.ReadmeTests
 
 open System
@@ -21,6 +22,25 @@ let readmeSnippet (readme: string) =
     let stop = Array.FindIndex(all, start, fun l -> l = "```")
     all.[start .. stop - 1]
 
+/// The ```csharp blocks of the README, in order.
+let csharpBlocks (readme: string) =
+    let all = lines readme
+    [ for i in 0 .. all.Length - 1 do
+          if all.[i] = "```csharp" then
+              let stop = Array.FindIndex(all, i + 1, fun l -> l = "```")
+              yield all.[i + 1 .. stop - 1] ]
+
+/// The lines between "// <readme>" and "// </readme>" of a source file, without their common
+/// indentation and without leading blank lines.
+let markedRegion (source: string) =
+    let all = lines source
+    let start = all |> Array.findIndex (fun l -> l.Trim() = "// <readme>")
+    let stop = all |> Array.findIndex (fun l -> l.Trim() = "// </readme>")
+    let region = all.[start + 1 .. stop - 1] |> Array.skipWhile String.IsNullOrWhiteSpace
+    let indent =
+        region |> Array.filter (String.IsNullOrWhiteSpace >> not) |> Array.map (fun l -> l.Length - l.TrimStart().Length) |> Array.min
+    region |> Array.map (fun l -> if l.Length >= indent then l.Substring indent else l.TrimStart())
+
 let tests =
     testList "readme" [
         testCase "README's F# example equals examples/QuickStart/Program.fs (which the build compiles)" <| fun () ->
@@ -29,4 +49,11 @@ let tests =
             let program = lines (File.ReadAllText(Path.Combine(root, "examples", "QuickStart", "Program.fs")))
             Expect.isGreaterThanOrEqual snippet.Length 8 "the README shows a real example"
             Expect.sequenceEqual snippet program "README snippet and QuickStart/Program.fs differ"
+        testCase "README's C# examples equal the marked regions of examples/CSharpQuickStart (which the build compiles)" <| fun () ->
+            let root = repoRoot (DirectoryInfo AppContext.BaseDirectory)
+            let blocks = csharpBlocks (File.ReadAllText(Path.Combine(root, "README.md")))
+            let region (file: string) = markedRegion (File.ReadAllText(Path.Combine(root, "examples", "CSharpQuickStart", file)))
+            Expect.equal blocks.Length 2 "two C# examples: in memory and an image folder"
+            Expect.sequenceEqual blocks.[0] (region "Program.cs") "README's first C# block and CSharpQuickStart/Program.cs differ"
+            Expect.sequenceEqual blocks.[1] (region "ImageFolderExample.cs") "README's second C# block and ImageFolderExample.cs differ"
     ]

@@ -49,7 +49,11 @@ module internal InMemory =
 
     /// The class names "0", "1", ..., up to the largest label (labelled digits such as MNIST).
     let numberedClasses (labels: Tensor) =
-        let count = if labels.numel () = 0L then 0 else int (labels.max().item<int64> ()) + 1
+        let count =
+            if labels.numel () = 0L then 0
+            else
+                use top = labels.max ()
+                int (top.item<int64> ()) + 1
         Array.init count string
 
 /// A dataset over tensors held in memory: inputs [N, C, ...] (images [N, C, H, W], series

@@ -44,6 +44,9 @@ type VitClassifier(config: MaeConfig, classes: int) as this =
 
     member _.Config = cfg
 
+    /// The input adapter (it checks batches: `Adapter.Check`).
+    member _.Adapter = adapter
+
     /// The encoder side's parameters (adapter and encoder), by name.
     member _.EncoderParameters =
         [| for part in [ adapter :> Part; encoder ] do
@@ -93,13 +96,23 @@ type FineTuneOptions =
       WeightDecay: float
       WarmupEpochs: float
       LabelSmoothing: float
-      Seed: int64 }
+      /// Seed of the data order (and of each sample's augmentation).
+      Seed: int64
+      /// Per-sample transform of the training data (e.g. Transforms.forPretraining, or
+      /// Transforms.identity for data already at the model's size and normalised); the loader
+      /// gives each sample a generator seeded by (Seed, epoch, position).
+      Transform: Func<Random, Tensor, Tensor>
+      /// Threads reading batches ahead (0: none).
+      Workers: int
+      /// Stop on, or skip and count, a sample that cannot be read.
+      OnBadSample: Data.OnBadSample }
 
 module FineTune =
 
     let defaults =
         { Epochs = 5; BatchSize = 128; BaseLr = 1e-3; LayerDecay = 0.75; WeightDecay = 0.05
-          WarmupEpochs = 1.0; LabelSmoothing = 0.1; Seed = 0L }
+          WarmupEpochs = 1.0; LabelSmoothing = 0.1; Seed = 0L
+          Transform = Data.Transforms.identity; Workers = 0; OnBadSample = Data.OnBadSample.Stop }
 
     /// Parameter groups with layer-wise learning-rate scales and the decay rule of Optim.decays.
     let groups (m: VitClassifier) (weightDecay: float) (layerDecay: float) =
@@ -113,37 +126,51 @@ module FineTune =
               Optim.Group.LrScale = Math.Pow(layerDecay, float (top - layer)) })
         |> Array.ofSeq
 
-    /// Trains the classifier on images [N, C, H, W] / labels [N]; returns the loss of each epoch.
-    let run (m: VitClassifier) (images: Tensor) (labels: Tensor) (o: FineTuneOptions) (cancel: CancellationToken) =
-        Runtime.tuneAllocator ()
+    let private validate (o: FineTuneOptions) =
         Guard.positive "Epochs" o.Epochs
         Guard.positive "BatchSize" o.BatchSize
         if not (o.LayerDecay > 0.0 && o.LayerDecay <= 1.0) then Guard.fail "LayerDecay" o.LayerDecay "a number in (0, 1]"
-        Guard.rank "images" 4 "[N, C, H, W]" images
-        let n = int images.shape.[0]
-        if n < o.BatchSize then Guard.fail "images" (Guard.shapeOf images) (sprintf "at least BatchSize = %d images" o.BatchSize)
-        Guard.labelsWithin "labels" m.Classes images.shape.[0] "images" labels
+        Guard.notNull "Transform" o.Transform
+        if o.Workers < 0 then Guard.fail "Workers" o.Workers "0 (no prefetch) or a positive number of threads"
+
+    /// Trains the classifier on the labelled samples of `data` (each a sample of the model's
+    /// modality, e.g. an image [C, H, W]) read on demand: batches of BatchSize from a BatchLoader
+    /// (order from (Seed, epoch), the last partial batch left out, Transform per sample, Workers
+    /// threads reading ahead), AdamW with layer-wise decay, warmup then cosine per iteration, label
+    /// smoothing (MAE's main_finetune.py without mixup). Returns the mean loss of each epoch.
+    /// ArgumentException for a bad option, fewer samples than BatchSize or more classes than the
+    /// head's; the dataset's InvalidDataException (naming the file) for a sample that cannot be
+    /// read under OnBadSample.Stop. Cancelling stops at the end of the current epoch.
+    let runOn (m: VitClassifier) (data: Data.IDataset) (o: FineTuneOptions) (cancel: CancellationToken) =
+        Runtime.tuneAllocator ()
+        Guard.notNull "m" m
+        Guard.notNull "data" data
+        validate o
+        if data.ClassNames.Length > m.Classes then
+            Guard.fail "data classes" data.ClassNames.Length (sprintf "at most the classifier's %d classes" m.Classes)
+        if data.Count < o.BatchSize then
+            Guard.fail "data" (sprintf "%d samples" data.Count) (sprintf "at least BatchSize = %d samples" o.BatchSize)
+        let loader =
+            Data.BatchLoader(data, { Data.LoaderOptions.training o.BatchSize o.Seed o.Transform with Workers = o.Workers; OnBadSample = o.OnBadSample })
         let device = Runtime.deviceOf m
         let gs = groups m o.WeightDecay o.LayerDecay
         let lr = Optim.scaledLr o.BaseLr o.BatchSize
         use opt = Optim.adamW lr (0.9, 0.999) gs
-        let perEpoch = n / o.BatchSize
+        let perEpoch = loader.IterationsPerEpoch
         let total = perEpoch * o.Epochs
         let warmup = int (o.WarmupEpochs * float perEpoch)
         let losses = Collections.Generic.List<float>()
-        let mutable it = 0
         m.train ()
         for epoch in 0 .. o.Epochs - 1 do
             if not cancel.IsCancellationRequested then
-                use order = torch.tensor(Data.Loader.epochOrder o.Seed epoch n |> Array.map int64)
-                let mutable sum = 0.0
-                for b in 0 .. perEpoch - 1 do
+                let mutable sum, count = 0.0, 0
+                for batch in loader.Epoch epoch do
+                    use batch = batch
                     let stepLoss =
                         use _ = torch.NewDisposeScope()
-                        Optim.setLr opt gs (Optim.scheduledLr lr 1e-6 warmup total it)
-                        let idx = order.narrow(0L, int64 (b * o.BatchSize), int64 o.BatchSize)
-                        let x = images.index_select(0L, idx).``to``(device)
-                        let y = labels.index_select(0L, idx).``to``(device)
+                        Optim.setLr opt gs (Optim.scheduledLr lr 1e-6 warmup total (epoch * perEpoch + batch.Iteration))
+                        let x = batch.Inputs.``to``(device)
+                        let y = batch.Labels.``to``(device)
                         let loss = torch.nn.functional.cross_entropy(m.forward(x), y, label_smoothing = o.LabelSmoothing)
                         opt.ZeroGrad()
                         loss.backward()
@@ -151,19 +178,47 @@ module FineTune =
                         float (loss.item<float32>())
                     Runtime.endOfStep ()
                     sum <- sum + stepLoss
-                    it <- it + 1
-                losses.Add(sum / float perEpoch)
+                    count <- count + 1
+                if count > 0 then losses.Add(sum / float count)
         m.eval ()
         losses.ToArray()
 
-    /// Test accuracy of the classifier on images [N, C, H, W] and labels [N] in [0, classes).
-    let evaluate (m: VitClassifier) (images: Tensor) (labels: Tensor) =
-        Guard.rank "images" 4 "[N, C, H, W]" images
-        Guard.labelsWithin "labels" m.Classes images.shape.[0] "images" labels
+    /// `runOn` over inputs [N, ...] (e.g. images [N, C, H, W]) and labels [N] int64 in
+    /// [0, classes) held in memory (no copy per sample; Transform is applied when it is not
+    /// Transforms.identity).
+    let run (m: VitClassifier) (inputs: Tensor) (labels: Tensor) (o: FineTuneOptions) (cancel: CancellationToken) =
+        Guard.notNull "m" m
+        Guard.notNull "inputs" inputs
+        Guard.nonEmptyBatch "inputs" inputs
+        validate o
+        (use first = inputs.narrow(0L, 0L, 1L) in m.Adapter.Check("inputs", first))
+        if inputs.shape.[0] < int64 o.BatchSize then
+            Guard.fail "inputs" (Guard.shapeOf inputs) (sprintf "at least BatchSize = %d samples" o.BatchSize)
+        Guard.labelsWithin "labels" m.Classes inputs.shape.[0] "inputs" labels
+        runOn m (Data.InMemoryDataset(inputs, labels)) o cancel
+
+    /// Accuracy of the classifier on the labelled samples of `data`, read through an evaluation
+    /// loader of `loaderOptions` (dataset order; e.g. Transforms.forEvaluation per sample); a
+    /// skipped sample is left out. ArgumentException when the dataset has more classes than the head.
+    let evaluateOn (m: VitClassifier) (loaderOptions: Data.LoaderOptions) (data: Data.IDataset) =
+        Guard.notNull "m" m
+        Guard.notNull "data" data
+        if data.ClassNames.Length > m.Classes then
+            Guard.fail "data classes" data.ClassNames.Length (sprintf "at most the classifier's %d classes" m.Classes)
         m.eval ()
-        let device = Runtime.deviceOf m
-        let accuracy =
-            use logits = Probe.extract (fun x -> m.forward(x)) device 512 images
-            Probe.accuracy logits labels
+        let loader = Data.BatchLoader(data, { loaderOptions with Shuffle = false; DropLast = false })
+        let logits, labels = Probe.extractFrom (fun x -> m.forward(x)) (Runtime.deviceOf m) loader
+        use logits = logits
+        use labels = labels
+        let accuracy = Probe.accuracy logits labels
         Runtime.endOfStep ()
         accuracy
+
+    /// Accuracy of the classifier on inputs [N, ...] and labels [N] in [0, classes) held in memory.
+    let evaluate (m: VitClassifier) (inputs: Tensor) (labels: Tensor) =
+        Guard.notNull "m" m
+        Guard.notNull "inputs" inputs
+        Guard.nonEmptyBatch "inputs" inputs
+        (use first = inputs.narrow(0L, 0L, 1L) in m.Adapter.Check("inputs", first))
+        Guard.labelsWithin "labels" m.Classes inputs.shape.[0] "inputs" labels
+        evaluateOn m { Data.LoaderOptions.evaluation 512 Data.Transforms.identity with Workers = 0 } (Data.InMemoryDataset(inputs, labels))

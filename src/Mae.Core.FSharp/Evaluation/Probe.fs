@@ -6,6 +6,16 @@ open System
 open TorchSharp
 open TorchSharp.Modules
 
+/// The features [B, D] of one batch [B, ...] on the CPU, computed on `device` in a dispose scope
+/// of its own (the result is outside it: the caller disposes it).
+let private featuresOfBatch (features: Tensor -> Tensor) (device: Device) (x: Tensor) =
+    use _ = torch.NewDisposeScope()
+    let len = x.shape.[0]
+    let z = features (x.``to``(device))
+    if isNull z || z.ndim <> 2L || z.shape.[0] <> len then
+        Guard.fail "features" (if isNull z then "null" else Guard.shapeOf z) (sprintf "[B, D] with B = %d, the rows of the batch" len)
+    z.cpu().MoveToOuterDisposeScope()
+
 /// Runs `features` ([B, ...] -> [B, D]) over `inputs` in batches, no gradients; returns [N, D] on
 /// the CPU (the caller disposes it). Each batch has its own dispose scope and ends with
 /// Runtime.endOfStep, so that nothing native waits for the garbage collector between batches.
@@ -14,22 +24,39 @@ let extract (features: Tensor -> Tensor) (device: Device) (batchSize: int) (inpu
     Guard.nonEmptyBatch "inputs" inputs
     use _ = torch.no_grad()
     let n = inputs.shape.[0]
-    // one batch [len, ...] -> its features [len, D] on the CPU, outside the batch's scope
-    let batch start =
-        use _ = torch.NewDisposeScope()
-        let len = min (int64 batchSize) (n - start)
-        let z = features (inputs.narrow(0L, start, len).``to``(device))
-        if isNull z || z.ndim <> 2L || z.shape.[0] <> len then
-            Guard.fail "features" (if isNull z then "null" else Guard.shapeOf z) (sprintf "[B, D] with B = %d, the rows of the batch" len)
-        z.cpu().MoveToOuterDisposeScope()
     let chunks = Collections.Generic.List<Tensor>()
     try
         for start in 0L .. int64 batchSize .. n - 1L do
-            chunks.Add(batch start)
+            use x = inputs.narrow(0L, start, min (int64 batchSize) (n - start))
+            chunks.Add(featuresOfBatch features device x)
             Runtime.endOfStep ()
         torch.cat(chunks.ToArray(), 0L)
     finally
         for c in chunks do c.Dispose()
+
+/// Features [N, D] and labels [N] (on the CPU; the caller disposes both) of the samples `loader`
+/// reads in its epoch 0, in the loader's order: with an evaluation loader (LoaderOptions.evaluation)
+/// every sample of the dataset in dataset order, read on demand, so that a dataset larger than
+/// memory is probed with only its features held. Samples the loader skips (OnBadSample.Skip) are
+/// left out of both. Each batch has its own dispose scope and ends with Runtime.endOfStep.
+/// InvalidDataException (naming the file) for a sample that cannot be read under OnBadSample.Stop;
+/// ArgumentException when no sample at all could be read.
+let extractFrom (features: Tensor -> Tensor) (device: Device) (loader: Data.BatchLoader) : Tensor * Tensor =
+    Guard.notNull "loader" loader
+    use _ = torch.no_grad()
+    let xs = Collections.Generic.List<Tensor>()
+    let ys = Collections.Generic.List<Tensor>()
+    try
+        for batch in loader.Epoch 0 do
+            use batch = batch
+            xs.Add(featuresOfBatch features device batch.Inputs)
+            ys.Add(batch.Labels.clone ())
+            Runtime.endOfStep ()
+        if xs.Count = 0 then
+            Guard.fail "loader" (sprintf "%d samples, all skipped" loader.Dataset.Count) "at least one sample that can be read"
+        torch.cat(xs.ToArray(), 0L), torch.cat(ys.ToArray(), 0L)
+    finally
+        for t in Seq.append xs ys do t.Dispose()
 
 type LinearProbeOptions =
     { Epochs: int
@@ -119,10 +146,51 @@ let linear (options: LinearProbeOptions) (classes: int) (trainX: Tensor) (trainY
     Runtime.endOfStep ()
     { TrainAccuracy = trainAcc; TestAccuracy = testAcc }
 
+/// Features and labels of a train and a test loader (`extractFrom`), given to `f` and freed after it.
+let private onFeatures (features: Tensor -> Tensor) (device: Device) (train: Data.BatchLoader) (test: Data.BatchLoader)
+                       (f: Tensor -> Tensor -> Tensor -> Tensor -> 'r) : 'r =
+    let trainX, trainY = extractFrom features device train
+    use trainX = trainX
+    use trainY = trainY
+    let testX, testY = extractFrom features device test
+    use testX = testX
+    use testY = testY
+    f trainX trainY testX testY
+
 /// Labels of a split for `classes` (checked before any feature is computed).
 let private checkLabels (name: string) (classes: int) (split: Data.ImageSet) =
     Guard.positive "classes" classes
     Guard.labelsWithin (name + " labels") classes split.Images.shape.[0] (name + " images") split.Labels
+
+/// The classes of a dataset against `classes` (checked before any feature is computed): a
+/// dataset labels its samples 0 .. ClassNames.Length - 1.
+let private checkClasses (name: string) (classes: int) (data: Data.IDataset) =
+    Guard.positive "classes" classes
+    Guard.notNull name data
+    if data.ClassNames.Length > classes then
+        Guard.fail (name + " classes") data.ClassNames.Length
+            (sprintf "at most classes = %d: its labels must lie in [0, %d)" classes classes)
+
+/// An evaluation loader over inputs [N, ...] and labels [N] held in memory, read by the loader's
+/// fast path (one index_select per batch, no copy per sample).
+let internal inMemoryLoader (batchSize: int) (inputs: Tensor) (labels: Tensor) =
+    Data.BatchLoader(
+        Data.InMemoryDataset(inputs, labels),
+        { Data.LoaderOptions.evaluation batchSize Data.Transforms.identity with Workers = 0 })
+
+let private loaderOver (batchSize: int) (split: Data.ImageSet) = inMemoryLoader batchSize split.Images split.Labels
+
+/// The linear probe of a feature function ([B, ...] -> [B, D], e.g. a frozen encoder) on two
+/// datasets read on demand through evaluation loaders of `loaderOptions` (batch size, per-sample
+/// transform such as Transforms.forEvaluation, workers, stop or skip on a bad file): only the
+/// features [N, D] are held in memory. Labels lie in [0, classes): a dataset with more class names
+/// is an ArgumentException before any feature is computed.
+let linearOnData (options: LinearProbeOptions) (classes: int) (features: Tensor -> Tensor) (device: Device)
+                 (loaderOptions: Data.LoaderOptions) (train: Data.IDataset) (test: Data.IDataset) =
+    checkClasses "train" classes train
+    checkClasses "test" classes test
+    let evaluation = { loaderOptions with Shuffle = false; DropLast = false }
+    onFeatures features device (Data.BatchLoader(train, evaluation)) (Data.BatchLoader(test, evaluation)) (linear options classes)
 
 /// The linear probe of a feature function ([B, ...] -> [B, D], e.g. a frozen encoder): features of
 /// both splits computed in batches of `batchSize` on `device`, then `linear`.
@@ -130,9 +198,8 @@ let linearOn (options: LinearProbeOptions) (classes: int) (features: Tensor -> T
              (train: Data.ImageSet) (test: Data.ImageSet) =
     checkLabels "train" classes train
     checkLabels "test" classes test
-    use trainX = extract features device batchSize train.Images
-    use testX = extract features device batchSize test.Images
-    linear options classes trainX train.Labels testX test.Labels
+    Guard.positive "batchSize" batchSize
+    onFeatures features device (loaderOver batchSize train) (loaderOver batchSize test) (linear options classes)
 
 /// Weighted k-NN on cosine similarity (each of the k neighbours votes exp(sim / temperature)).
 /// k in [1, N] for N training samples, temperature > 0, labels int64 in [0, classes).
@@ -164,6 +231,19 @@ let knn (k: int) (temperature: float) (classes: int) (trainX: Tensor) (trainY: T
         Runtime.endOfStep ()
     float correct / float m
 
+/// k-NN accuracy of a feature function on two datasets read on demand through evaluation loaders
+/// of `loaderOptions` (see `linearOnData`): the test split classified by its `k` nearest training
+/// samples (`knn`). Classes and k (at most the training samples) are checked before any feature
+/// is computed.
+let knnOnData (k: int) (temperature: float) (classes: int) (features: Tensor -> Tensor) (device: Device)
+              (loaderOptions: Data.LoaderOptions) (train: Data.IDataset) (test: Data.IDataset) =
+    checkClasses "train" classes train
+    checkClasses "test" classes test
+    Guard.positive "k" k
+    if k > train.Count then Guard.fail "k" k (sprintf "at most the number of training samples N = %d" train.Count)
+    let evaluation = { loaderOptions with Shuffle = false; DropLast = false }
+    onFeatures features device (Data.BatchLoader(train, evaluation)) (Data.BatchLoader(test, evaluation)) (knn k temperature classes)
+
 /// k-NN accuracy of a feature function: the test split classified by its `k` nearest training
 /// images (`knn`), features computed in batches of `batchSize` on `device`. Labels and k are
 /// checked before any feature is computed.
@@ -174,6 +254,5 @@ let knnOn (k: int) (temperature: float) (classes: int) (features: Tensor -> Tens
     Guard.positive "k" k
     if int64 k > train.Images.shape.[0] then
         Guard.fail "k" k (sprintf "at most the number of training samples N = %d" train.Images.shape.[0])
-    use trainX = extract features device batchSize train.Images
-    use testX = extract features device batchSize test.Images
-    knn k temperature classes trainX train.Labels testX test.Labels
+    Guard.positive "batchSize" batchSize
+    onFeatures features device (loaderOver batchSize train) (loaderOver batchSize test) (knn k temperature classes)

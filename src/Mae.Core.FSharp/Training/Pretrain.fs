@@ -165,7 +165,7 @@ module Pretrain =
         Guard.notNull "inputs" inputs
         Guard.nonEmptyBatch "inputs" inputs
         Guard.notNull "model" model
-        model.Adapter.Check("inputs", inputs.narrow(0L, 0L, 1L))
+        (use first = inputs.narrow(0L, 0L, 1L) in model.Adapter.Check("inputs", first))
         let o = PretrainOptions.validate options
         if inputs.shape.[0] < int64 o.BatchSize then
             Guard.fail "inputs" (Guard.shapeOf inputs) (sprintf "at least BatchSize = %d samples" o.BatchSize)

@@ -1,0 +1,150 @@
+using System;
+using System.Collections.Generic;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Mae
+{
+    /// <summary>
+    /// Samples read on demand by index: a folder of images read file by file (data larger than
+    /// memory), or tensors held in memory. Pretraining, probes and k-NN read it through Mae's batch
+    /// loader (seeded order per epoch, per-sample transforms, prefetch workers).
+    /// </summary>
+    public sealed class MaeDataset
+    {
+        internal MaeDataset(Data.IDataset core) => Core = core;
+
+        internal Data.IDataset Core { get; }
+
+        /// <summary>Number of samples.</summary>
+        public int Count => Core.Count;
+
+        /// <summary>Channels of every sample (images: 1 grey, 3 RGB).</summary>
+        public int Channels => Core.Channels;
+
+        /// <summary>Class names in label order: label k is <c>ClassNames[k]</c>.</summary>
+        public IReadOnlyList<string> ClassNames => Core.ClassNames;
+
+        /// <summary>Where sample <paramref name="index"/> comes from: its file, or "sample i of …".</summary>
+        public string Describe(int index) => Core.Describe(index);
+
+        /// <summary>
+        /// Samples held in memory: <paramref name="inputs"/> [N, C, ...] (images [N, C, H, W]) and
+        /// <paramref name="labels"/> [N] int64 (null for unlabelled data: every label 0). The
+        /// tensors stay the caller's and must outlive the dataset. Batches are taken with one
+        /// index_select when no transform is given.
+        /// </summary>
+        public static MaeDataset FromTensors(Tensor inputs, Tensor? labels = null)
+        {
+            ArgumentNullException.ThrowIfNull(inputs);
+            if (labels is null)
+                return new MaeDataset(new Data.InMemoryDataset(inputs, torch.zeros(inputs.shape[0], dtype: ScalarType.Int64), new[] { "unlabelled" }));
+            return new MaeDataset(new Data.InMemoryDataset(inputs, labels));
+        }
+
+        /// <summary>
+        /// A folder of PNG/JPEG images in class folders, torchvision's ImageFolder layout
+        /// (<c>DIR/CLASS/*.png</c>): classes sorted by name, label = index; images read when a batch
+        /// needs them, as [C, H, W] floats in [0, 1]. <paramref name="channels"/>: 1, 3, or 0 for
+        /// those of the first image. Throws <see cref="System.IO.DirectoryNotFoundException"/> or
+        /// <see cref="System.IO.InvalidDataException"/> naming a missing, empty or image-less folder.
+        /// </summary>
+        public static MaeDataset OpenImageClasses(string folder, int channels = 0)
+        {
+            ArgumentException.ThrowIfNullOrEmpty(folder);
+            return new MaeDataset(Data.ImageFolder.openClasses(folder, channels));
+        }
+
+        /// <summary>
+        /// Train and test splits of an image folder as users lay them out: <c>DIR/train/CLASS/*</c>
+        /// with <c>DIR/val/CLASS/*</c> (ImageNet's layout; <c>test/</c> is read like <c>val/</c>), or
+        /// one class tree split by a permutation drawn from <paramref name="seed"/>, with
+        /// round(N × <paramref name="testFraction"/>) images in the test split.
+        /// </summary>
+        public static MaeDatasetSplits OpenImageFolder(string folder, double testFraction = 0.2, long seed = 0, int channels = 0)
+        {
+            ArgumentException.ThrowIfNullOrEmpty(folder);
+            var s = Data.ImageFolder.openSplits(folder, testFraction, seed, channels);
+            return new MaeDatasetSplits(new MaeDataset(s.Train), new MaeDataset(s.Val), s.Layout);
+        }
+    }
+
+    /// <summary>A train and a test split read on demand.</summary>
+    public sealed class MaeDatasetSplits
+    {
+        internal MaeDatasetSplits(MaeDataset train, MaeDataset test, string layout)
+        {
+            Train = train; Test = test; Layout = layout;
+        }
+
+        /// <summary>The training split.</summary>
+        public MaeDataset Train { get; }
+
+        /// <summary>The test split (<c>val/</c> or <c>test/</c>, or the held-out share).</summary>
+        public MaeDataset Test { get; }
+
+        /// <summary>How the folder was read: its train/val layout, or the split of one class tree.</summary>
+        public string Layout { get; }
+    }
+
+    /// <summary>Per-channel normalisation statistics, in the units of the samples (image folders: pixel / 255).</summary>
+    public sealed class ChannelStatistics
+    {
+        /// <summary>One mean and one standard deviation (positive) per channel.</summary>
+        public ChannelStatistics(IReadOnlyList<double> mean, IReadOnlyList<double> std)
+        {
+            ArgumentNullException.ThrowIfNull(mean);
+            ArgumentNullException.ThrowIfNull(std);
+            Mean = [.. mean];
+            Std = [.. std];
+        }
+
+        /// <summary>Mean per channel.</summary>
+        public IReadOnlyList<double> Mean { get; }
+
+        /// <summary>Standard deviation per channel.</summary>
+        public IReadOnlyList<double> Std { get; }
+
+        /// <summary>ImageNet's RGB statistics (mean 0.485, 0.456, 0.406; std 0.229, 0.224, 0.225), MAE's default.</summary>
+        public static ChannelStatistics ImageNet => FromCore(Data.Transforms.imageNet);
+
+        /// <summary>Mean and standard deviation per channel over every sample of <paramref name="data"/> (one pass).</summary>
+        public static ChannelStatistics Of(MaeDataset data)
+        {
+            ArgumentNullException.ThrowIfNull(data);
+            return FromCore(Data.Transforms.statistics(data.Core));
+        }
+
+        internal static ChannelStatistics FromCore(Data.ChannelStats s) => new(s.Mean, s.Std);
+
+        internal Data.ChannelStats ToCore() => new([.. Mean], [.. Std]);
+    }
+
+    /// <summary>
+    /// MAE's per-sample image transforms, each given the sample's own <see cref="Random"/> by the
+    /// loader so that a run is the same with any number of workers (main_pretrain.py,
+    /// util/datasets.py of facebookresearch/mae).
+    /// </summary>
+    public static class ImageTransforms
+    {
+        /// <summary>
+        /// Pretraining: random resized crop (scale 0.2–1, aspect 3/4–4/3, bicubic) to
+        /// <paramref name="height"/>×<paramref name="width"/>, horizontal flip with probability 0.5, normalisation.
+        /// </summary>
+        public static Func<Random, Tensor, Tensor> Pretraining(int height, int width, ChannelStatistics statistics)
+        {
+            ArgumentNullException.ThrowIfNull(statistics);
+            return Data.Transforms.forPretraining(height, width, statistics.ToCore());
+        }
+
+        /// <summary>
+        /// Evaluation: resize the shorter side to size / 0.875, centre crop to
+        /// <paramref name="height"/>×<paramref name="width"/>, normalisation.
+        /// </summary>
+        public static Func<Random, Tensor, Tensor> Evaluation(int height, int width, ChannelStatistics statistics)
+        {
+            ArgumentNullException.ThrowIfNull(statistics);
+            return Data.Transforms.forEvaluation(height, width, statistics.ToCore());
+        }
+    }
+}
