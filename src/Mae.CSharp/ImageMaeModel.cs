@@ -1,4 +1,5 @@
 using System;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Mae
@@ -23,6 +24,46 @@ namespace Mae
 
         /// <summary>Tokens (patches) per image.</summary>
         public int NumPatches => Core.Config.NumTokens;
+
+        /// <summary>
+        /// Reads a PyTorch image MAE: facebookresearch/mae's <c>.pth</c> (<c>{'model': state_dict}</c>,
+        /// full or encoder-only, e.g. mae_pretrain_vit_base.pth) or HuggingFace ViTMAE
+        /// <c>.safetensors</c> (facebook/vit-mae-base). The configuration is read from the tensors'
+        /// shapes; attention heads cannot be, so <paramref name="heads"/> and
+        /// <paramref name="decoderHeads"/> (0: those of the preset of the same shape, else 64 and 32
+        /// channels per head). An encoder-only file leaves the decoder at its initial weights. Throws
+        /// <see cref="System.IO.FileNotFoundException"/>, <see cref="System.IO.InvalidDataException"/>
+        /// naming a file that is not a state dict, and <see cref="ArgumentException"/> naming every
+        /// tensor that is missing, extra or of another shape.
+        /// </summary>
+        public static ImageMaeModel FromPyTorch(string path, int heads = 0, int decoderHeads = 0, bool normPixLoss = true, string? device = null)
+        {
+            ArgumentException.ThrowIfNullOrEmpty(path);
+            var sd = PyTorch.readReference(path);
+            try
+            {
+                var inferred = PyTorch.inferConfig(sd, heads, decoderHeads);
+                var config = new MaeConfig(inferred.Input, inferred.EmbedDim, inferred.Depth, inferred.Heads, inferred.DecoderEmbedDim,
+                    inferred.DecoderDepth, inferred.DecoderHeads, inferred.MlpRatio, inferred.Masking, normPixLoss, inferred.ClsToken,
+                    inferred.LearnedPosEmbed, inferred.Attention, inferred.EncoderInput);
+                var model = new MaskedAutoencoder(config);
+                try
+                {
+                    PyTorch.loadInto(model, sd);
+                    if (device is not null) model.to(Runtime.device(device));
+                    return new ImageMaeModel(model);
+                }
+                catch
+                {
+                    model.Dispose();
+                    throw;
+                }
+            }
+            finally
+            {
+                foreach (var (_, t) in sd) t.Dispose();
+            }
+        }
 
         /// <summary>
         /// Loads an image model saved by <see cref="MaeModel.Save"/> or by pretraining checkpoints;

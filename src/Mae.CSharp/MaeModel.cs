@@ -117,6 +117,19 @@ namespace Mae
         }
 
         /// <summary>
+        /// Writes the model for PyTorch, atomically: <c>.pth</c>/<c>.pt</c>/<c>.bin</c> as
+        /// <c>torch.save({'model': state_dict})</c> with the reference MAE's names, <c>.safetensors</c>
+        /// with HuggingFace ViTMAE's names; <paramref name="encoderOnly"/> writes the encoder alone
+        /// (as mae_pretrain_vit_*.pth). Image models only; another extension is an
+        /// <see cref="ArgumentException"/> naming the path.
+        /// </summary>
+        public void ExportPyTorch(string path, bool encoderOnly = false)
+        {
+            ArgumentException.ThrowIfNullOrEmpty(path);
+            PyTorch.export(path, Core, encoderOnly);
+        }
+
+        /// <summary>
         /// Loads a model of any modality saved by <see cref="Save"/> or by pretraining checkpoints
         /// (an image model comes back as an <see cref="ImageMaeModel"/>).
         /// </summary>

@@ -9,14 +9,16 @@ open Mae.Cli.Output
 let rootCommand () =
     let root =
         RootCommand(
-            "mae: masked-autoencoder self-supervised learning. Pretrain an encoder, probe it, draw reconstructions, inspect checkpoints. "
+            "mae: masked-autoencoder self-supervised learning. Pretrain an encoder, probe it, draw reconstructions, inspect checkpoints, import and export PyTorch weights. "
             + "Exit codes: 0 success, 1 failure, 2 bad arguments, 130 pretraining interrupted by Ctrl-C (checkpoint saved)."
         )
     for c in
         [ PretrainCommand.create ()
           ProbeCommand.create ()
           ReconstructCommand.create ()
-          InfoCommand.create () ] do
+          InfoCommand.create ()
+          WeightsCommand.createImport ()
+          WeightsCommand.createExport () ] do
         root.Subcommands.Add c
     root
 

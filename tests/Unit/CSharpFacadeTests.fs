@@ -179,4 +179,20 @@ let tests =
                 MaeModel.Load(dir.File "m.ckpt")
             Expect.isTrue (loaded :? ImageMaeModel) "an image checkpoint loads as an ImageMaeModel"
         }
+        test "from C#: ImageMaeModel.FromPyTorch reads the reference's .pth and ViTMAE safetensors; ExportPyTorch writes them back" {
+            let golden = Path.Combine(fixturePath "golden", "rgb32-p8-normpix")
+            use fromPth = ImageMaeModel.FromPyTorch(Path.Combine(golden, "reference.pth"), heads = 4, decoderHeads = 2)
+            use fromHf = ImageMaeModel.FromPyTorch(Path.Combine(golden, "vitmae.safetensors"), heads = 4, decoderHeads = 2)
+            Expect.equal (fromPth.ImageHeight, fromPth.Channels, fromPth.NumPatches) (32, 3, 16) "32x32 RGB, 4x4 patches"
+            let case = GoldenTests.readCase "rgb32-p8-normpix"
+            use a = fromPth.Encode(case.Get "inputs" "imgs")
+            use b = fromHf.Encode(case.Get "inputs" "imgs")
+            Expect.isTrue (same a b) "both files give the same encoder"
+            use dir = new TempDir()
+            fromPth.ExportPyTorch(dir.File "m.safetensors")
+            use back = ImageMaeModel.FromPyTorch(dir.File "m.safetensors", heads = 4, decoderHeads = 2)
+            use c = back.Encode(case.Get "inputs" "imgs")
+            Expect.isTrue (same a c) "export then import: the same encoder"
+            expectArg "Heads" "divisor" (fun () -> ImageMaeModel.FromPyTorch(Path.Combine(golden, "reference.pth"), heads = 3)) |> ignore
+        }
     ]

@@ -281,12 +281,58 @@ let private interruptAndResume () =
     for struct (name, p), struct (_, q) in Array.zip pa pb do
         Expect.isTrue (same p q) (sprintf "%s: interrupted + resumed is bit-identical to the straight run" name)
 
+/// `mae import` of the golden reference files, `mae info` on the result, `mae export` to both
+/// formats and back; the errors name the file or option.
+let private importExport () =
+    use dir = new TempDir()
+    let golden = Path.Combine(fixturePath "golden", "grey28-p7-raw")
+    let ckpt = dir.File "imported.ckpt"
+    let code, stdout, stderr =
+        run [ "import"; Path.Combine(golden, "reference.pth"); "--out"; ckpt; "--heads"; "4"; "--decoder-heads"; "2"; "--norm-pix-loss"; "false"; "--json" ]
+    expectExit 0 (code, stdout, stderr) "import of reference.pth"
+    let result = lastJson stdout
+    Expect.isTrue (result.["decoder_from_file"].GetValue<bool>()) "the decoder came from the file"
+    Expect.equal (result.["config"].["input"].["imageHeight"].GetValue<int>()) 28 "image size read from the shapes"
+    let code, stdout, stderr = run [ "info"; "--checkpoint"; ckpt; "--json" ]
+    expectExit 0 (code, stdout, stderr) "info on the imported checkpoint"
+    Expect.stringContains ((lastJson stdout).["training"].["importedFrom"].GetValue<string>()) "reference.pth" "info shows where it came from"
+    let golden28 = GoldenTests.readCase "grey28-p7-raw"
+    let model, _ = Checkpoint.loadModel ckpt torch.CPU
+    use model = model
+    for KeyValue (n, w) in golden28.Tensors.["weights"] do
+        Expect.isTrue (same (param model n) w) (sprintf "%s: the reference's value" n)
+    for target in [ "out.pth"; "out.safetensors" ] do
+        let code, stdout, stderr = run [ "export"; "--checkpoint"; ckpt; "--to"; dir.File target; "--json" ]
+        expectExit 0 (code, stdout, stderr) ("export to " + target)
+        let again = dir.File(target + ".ckpt")
+        let code, stdout, stderr = run [ "import"; dir.File target; "--out"; again; "--heads"; "4"; "--decoder-heads"; "2"; "--norm-pix-loss"; "false" ]
+        expectExit 0 (code, stdout, stderr) ("import of " + target)
+        let back, _ = Checkpoint.loadModel again torch.CPU
+        use back = back
+        for struct (n, p) in model.named_parameters () do
+            Expect.isTrue (same p (param back n)) (sprintf "%s: %s round trip" target n)
+    let code, stdout, stderr = run [ "import"; Path.Combine(golden, "reference-encoder.pth"); "--out"; dir.File "enc.ckpt"; "--heads"; "4"; "--json" ]
+    expectExit 0 (code, stdout, stderr) "import of an encoder-only file"
+    Expect.isFalse ((lastJson stdout).["decoder_from_file"].GetValue<bool>()) "the decoder is not in the file"
+    let code, stdout, stderr = run [ "import"; Path.Combine(golden, "reference.pth"); "--out"; dir.File "b.ckpt"; "--preset"; "base" ]
+    expectExit 2 (code, stdout, stderr) "weights that do not fit --preset"
+    Expect.stringContains stderr "--preset" "names the option"
+    Expect.stringContains stderr "cls_token: shape [1, 1, 32] in the source, [1, 1, 768] in the target" "names the tensor with both shapes"
+    Expect.isFalse (File.Exists(dir.File "b.ckpt")) "nothing written"
+    let code, stdout, stderr = run [ "import"; dir.File "none.pth"; "--out"; dir.File "c.ckpt" ]
+    expectExit 1 (code, stdout, stderr) "a missing file"
+    Expect.stringContains stderr "none.pth" "names the file"
+    let code, stdout, stderr = run [ "export"; "--checkpoint"; ckpt; "--to"; dir.File "m.onnx" ]
+    expectExit 2 (code, stdout, stderr) "an unknown format"
+    Expect.stringContains stderr "--to" "names the option"
+
 let tests =
     testSequenced
     <| testList "cli" [
         test "pretrain, probe, reconstruct and info run on the fixture and print JSON" { pipeline () }
         test "bad arguments exit 2 naming the option; a missing checkpoint exits 1" { badArguments () }
         test "pretrain, probe and reconstruct read a folder of PNG files in class folders" { imageFolderPipeline () }
+        test "import reads the reference's .pth and encoder-only .pth; export writes .pth and .safetensors that import back identically" { importExport () }
         test "resuming with other options exits 2 naming each option, its value and the checkpoint's" { resumeWithOtherOptions () }
         test "Ctrl-C saves a checkpoint, and resuming ends where an uninterrupted run does" {
             if OperatingSystem.IsWindows() then skiptest "SIGINT is sent with libc kill"

@@ -24,8 +24,11 @@ let relTol, absTol = 1e-5, 1e-6
 /// The cases make_golden.py writes.
 let caseNames = [ "rgb32-p8-normpix"; "grey28-p7-raw"; "rgb40-p4-mask90" ]
 
+/// The cases with reference.pth, reference-encoder.pth and vitmae.safetensors beside them.
+let fileCaseNames = [ "rgb32-p8-normpix"; "grey28-p7-raw" ]
+
 /// tests/fixtures/golden.
-let private goldenFolder = lazy (fixturePath "golden")
+let internal goldenFolder = lazy (fixturePath "golden")
 
 let private readJson (path: string) = JsonNode.Parse(File.ReadAllText path)
 
@@ -47,12 +50,12 @@ let private readTensor (folder: string) (entry: JsonNode) : Tensor =
     | other -> failtestf "%s: unknown dtype %s" file other
 
 /// A case's manifest and its tensors, by group ("weights", "inputs", "expected", "grads") and name.
-type private Case =
+type internal Case =
     { Config: JsonNode
       Tensors: Map<string, Map<string, Tensor>> }
     member c.Get (group: string) (name: string) = c.Tensors.[group].[name]
 
-let private readCase (name: string) =
+let internal readCase (name: string) =
     let folder = Path.Combine(goldenFolder.Value, name)
     let manifest = readJson (Path.Combine(folder, "manifest.json"))
     let group (key: string) =
@@ -63,7 +66,7 @@ let private readCase (name: string) =
       Tensors = Map.ofList [ for g in [ "weights"; "inputs"; "expected"; "grads" ] -> g, group g ] }
 
 /// Mae's configuration for the case's reference model.
-let private configOf (c: JsonNode) (kernel: AttentionKernel) =
+let internal configOf (c: JsonNode) (kernel: AttentionKernel) =
     let get (key: string) = c.[key].GetValue<int>()
     { MaeConfig.tiny with
         Input = Image { ImageSize = (get "image_size", get "image_size"); PatchSize = (get "patch_size", get "patch_size"); Channels = get "in_chans" }
@@ -129,8 +132,15 @@ let private expectExact (name: string) (actual: Tensor) (expected: Tensor) =
     let differing = actual.cpu().to_type(expected.dtype).ne(expected).sum().item<int64>()
     Expect.equal differing 0L (sprintf "%s: entries that differ from the reference" name)
 
-/// Runs Mae on one case with the reference's weights, noise and inputs; compares every output.
-let private checkCase (name: string) (kernel: AttentionKernel) =
+/// Where a case's weights come from: the manifest's raw tensors by name, or one of the PyTorch
+/// files make_golden.py wrote beside them (imported with Mae.PyTorch).
+type internal WeightsSource =
+    | ByName
+    | File of string
+
+/// Runs Mae on one case with the reference's weights, noise and inputs; compares every output
+/// (with an encoder-only file: the encoder's outputs, the decoder being left at its initial weights).
+let private checkCase (name: string) (kernel: AttentionKernel) (source: WeightsSource) =
     use _ = torch.NewDisposeScope()
     let case = readCase name
     let cfg = configOf case.Config kernel
@@ -138,7 +148,15 @@ let private checkCase (name: string) (kernel: AttentionKernel) =
     // Mae's own fixed sin-cos tables, before loading: the reference's values
     let tables =
         [ for t in [ "pos_embed"; "decoder_pos_embed" ] -> difference (t + " (Mae's own table)") (param model t) (case.Get "weights" t) ]
-    loadWeights model case.Tensors.["weights"]
+    let encoderOnly =
+        match source with
+        | ByName ->
+            loadWeights model case.Tensors.["weights"]
+            false
+        | File file ->
+            let imported = PyTorch.loadInto model (PyTorch.readReference (Path.Combine(goldenFolder.Value, name, file)))
+            Expect.equal imported.Tensors (if imported.Decoder then model.parameters() |> Seq.length else model.EncoderParameterNames.Length) "every tensor of the model (or of its encoder) loaded"
+            not imported.Decoder
     let imgs, noise = case.Get "inputs" "imgs", case.Get "inputs" "noise"
     let keep = Masking.keepCount cfg.NumTokens cfg.MaskRatio
     Expect.equal keep (case.Config.["len_keep"].GetValue<int>()) "Mae's kept count = the reference's len_keep"
@@ -153,16 +171,21 @@ let private checkCase (name: string) (kernel: AttentionKernel) =
     expectExact "ids_restore" idsRestore (case.Get "expected" "ids_restore")
     let expected = case.Get "expected"
     let diffs =
-        tables
-        @ [ difference "loss" out.Loss (expected "loss")
-            difference "pred" out.Pred (expected "pred")
-            difference "latent" latent (expected "latent")
-            difference "encoded (no masking)" encoded (expected "encoded") ]
-        @ [ for KeyValue(n, g) in case.Tensors.["grads"] ->
-                let p = param model n
-                if isNull p.grad then failtestf "grad of %s: Mae computed none" n
-                difference ("grad of " + n) p.grad g ]
-    Expect.isGreaterThanOrEqual diffs.Length 12 "the case compares the outputs and at least 8 gradients"
+        if encoderOnly then
+            tables
+            @ [ difference "latent" latent (expected "latent")
+                difference "encoded (no masking)" encoded (expected "encoded") ]
+        else
+            tables
+            @ [ difference "loss" out.Loss (expected "loss")
+                difference "pred" out.Pred (expected "pred")
+                difference "latent" latent (expected "latent")
+                difference "encoded (no masking)" encoded (expected "encoded") ]
+            @ [ for KeyValue(n, g) in case.Tensors.["grads"] ->
+                    let p = param model n
+                    if isNull p.grad then failtestf "grad of %s: Mae computed none" n
+                    difference ("grad of " + n) p.grad g ]
+    Expect.isGreaterThanOrEqual diffs.Length (if encoderOnly then 4 else 12) "the case compares the outputs (and at least 8 gradients)"
     logger.logWithAck LogLevel.Debug (eventX (sprintf "%s, %A attention:\n  %s" name kernel (diffs |> List.map show |> String.concat "\n  ")))
     |> Async.RunSynchronously
     let failing = diffs |> List.filter (fun d -> not (d.Used <= 1.0))
@@ -200,8 +223,22 @@ let tests =
                 for name in caseNames do
                     for kernel in [ AttentionKernel.Math; AttentionKernel.Sdpa ] do
                         test (sprintf "%s, %A attention: loss, pred, mask, latent, encoding and gradients" name kernel) {
-                            checkCase name kernel
+                            checkCase name kernel ByName
                         }
+            ]
+        )
+        testSequenced (
+            testList "the reference's files imported (Mae.PyTorch)" [
+                for name in fileCaseNames do
+                    test (sprintf "%s: reference.pth ({'model': state_dict}, torch.save) gives the golden values" name) {
+                        checkCase name AttentionKernel.Sdpa (File "reference.pth")
+                    }
+                    test (sprintf "%s: reference-encoder.pth (encoder only) gives the golden encoder outputs" name) {
+                        checkCase name AttentionKernel.Sdpa (File "reference-encoder.pth")
+                    }
+                    test (sprintf "%s: vitmae.safetensors (HuggingFace ViTMAE names) gives the golden values" name) {
+                        checkCase name AttentionKernel.Sdpa (File "vitmae.safetensors")
+                    }
             ]
         )
         test "keepCount is MAE's int(L(1-r)) for every (L, r) of keep_counts.json" {

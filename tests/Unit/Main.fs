@@ -11,6 +11,7 @@ let main argv =
             ModelTests.tests
             PartsTests.tests
             GoldenTests.tests
+            PyTorchTests.tests
             KernelTests.tests
             GuardTests.tests
             OptimTests.tests

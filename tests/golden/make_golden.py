@@ -247,6 +247,81 @@ def write_tensor(folder, file, t):
     return dict(file=file, dtype=str(a.dtype), shape=list(a.shape))
 
 
+# ---- the PyTorch world's files: the reference's torch.save checkpoints, HuggingFace ViTMAE safetensors ----
+
+# the cases that also get a reference-shaped .pth (full and encoder-only) and a ViTMAE-named safetensors file
+FILE_CASES = ['rgb32-p8-normpix', 'grey28-p7-raw']
+
+
+def is_decoder(name):
+    return name.startswith('decoder_') or name == 'mask_token'
+
+
+def hf_layer(inner):
+    """A timm Block's parameter name -> HuggingFace ViTMAELayer's (transformers' ViTMAE layout)."""
+    for ref, hf in [('norm1.', 'layernorm_before.'), ('attn.proj.', 'attention.output.dense.'),
+                    ('norm2.', 'layernorm_after.'), ('mlp.fc1.', 'intermediate.dense.'), ('mlp.fc2.', 'output.dense.')]:
+        if inner.startswith(ref):
+            return hf + inner[len(ref):]
+    raise KeyError(inner)
+
+
+HF_TOP = {'cls_token': 'vit.embeddings.cls_token', 'pos_embed': 'vit.embeddings.position_embeddings',
+          'patch_embed.proj.weight': 'vit.embeddings.patch_embeddings.projection.weight',
+          'patch_embed.proj.bias': 'vit.embeddings.patch_embeddings.projection.bias',
+          'norm.weight': 'vit.layernorm.weight', 'norm.bias': 'vit.layernorm.bias',
+          'mask_token': 'decoder.mask_token', 'decoder_pos_embed': 'decoder.decoder_pos_embed'}
+
+
+def to_vitmae(state_dict):
+    """The reference's state dict in ViTMAEForPreTraining's names; each qkv split into query, key, value."""
+    out = {}
+    for name, t in state_dict.items():
+        if name in HF_TOP:
+            out[HF_TOP[name]] = t
+        elif name.split('.')[0] in ('decoder_embed', 'decoder_norm', 'decoder_pred'):
+            out['decoder.' + name] = t
+        else:
+            kind, index, inner = name.split('.', 2)
+            layer = {'blocks': 'vit.encoder.layer.', 'decoder_blocks': 'decoder.decoder_layers.'}[kind] + index + '.'
+            if inner.startswith('attn.qkv.'):
+                for part, piece in zip(['query', 'key', 'value'], t.chunk(3, dim=0)):
+                    out[layer + 'attention.attention.' + part + '.' + inner[len('attn.qkv.'):]] = piece
+            else:
+                out[layer + hf_layer(inner)] = t
+    return out
+
+
+def write_safetensors(path, tensors):
+    """float32 tensors in the safetensors layout (huggingface/safetensors): an 8-byte little-endian
+    header size, a JSON header {name: {dtype, shape, data_offsets}}, padded with spaces to a
+    multiple of 8, then the raw bytes. Written here because Debian 12 has no python3-safetensors."""
+    header, blobs, offset = {'__metadata__': {'format': 'pt'}}, [], 0
+    for name in sorted(tensors):
+        a = tensors[name].detach().contiguous().numpy().astype('<f4')
+        b = a.tobytes(order='C')
+        header[name] = dict(dtype='F32', shape=list(a.shape), data_offsets=[offset, offset + len(b)])
+        blobs.append(b)
+        offset += len(b)
+    h = json.dumps(header, separators=(',', ':')).encode('utf-8')
+    h += b' ' * (-len(h) % 8)
+    with open(path, 'wb') as f:
+        f.write(len(h).to_bytes(8, 'little'))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+def write_pytorch_files(folder, model):
+    """reference.pth: torch.save({'model': state_dict}) as facebookresearch/mae's checkpoints;
+    reference-encoder.pth: the same without the decoder (as mae_pretrain_vit_*.pth);
+    vitmae.safetensors: the whole model in HuggingFace ViTMAE's names."""
+    sd = model.state_dict()
+    torch.save({'model': sd}, os.path.join(folder, 'reference.pth'))
+    torch.save({'model': {k: v for k, v in sd.items() if not is_decoder(k)}}, os.path.join(folder, 'reference-encoder.pth'))
+    write_safetensors(os.path.join(folder, 'vitmae.safetensors'), to_vitmae(sd))
+
+
 def make_case(root, case):
     folder = os.path.join(root, case['name'])
     shutil.rmtree(folder, ignore_errors=True)
@@ -287,6 +362,9 @@ def make_case(root, case):
             latent=write_tensor(folder, 'latent.bin', latent),
             encoded=write_tensor(folder, 'encoded.bin', encoded)),
         grads=grads)
+    if case['name'] in FILE_CASES:
+        write_pytorch_files(folder, model)
+        manifest['pytorch_files'] = ['reference.pth', 'reference-encoder.pth', 'vitmae.safetensors']
     with open(os.path.join(folder, 'manifest.json'), 'w') as f:
         json.dump(manifest, f, indent=1)
         f.write('\n')

@@ -1,0 +1,138 @@
+/// `mae import` and `mae export`: weights from and to the PyTorch world — the reference MAE's
+/// `torch.save` checkpoints ({'model': state_dict}, full or encoder-only) and HuggingFace ViTMAE
+/// safetensors — as Mae checkpoints (Mae.PyTorch).
+module Mae.Cli.WeightsCommand
+
+open System
+open System.CommandLine
+open System.IO
+open System.Text.Json.Nodes
+open TorchSharp
+open Mae
+open Mae.Cli.Output
+open Mae.Cli.Options
+
+/// `mae import FILE --out MODEL.ckpt`.
+let createImport () =
+    let cmd =
+        Command(
+            "import",
+            "Read a PyTorch MAE (facebookresearch/mae's .pth: {'model': state_dict}, full or encoder-only; or HuggingFace ViTMAE .safetensors) into a Mae checkpoint. "
+            + "The configuration is read from the tensors' shapes (heads from the preset of the same shape, or --heads), or given with --preset. "
+            + "Exit codes: 0 done, 1 failure (e.g. the file does not exist or is not a state dict), 2 bad arguments (e.g. weights that do not fit --preset)."
+        )
+    let file = Argument<string>("FILE")
+    file.Description <- "The .pth/.pt/.bin (torch.save) or .safetensors file."
+    let out =
+        let o = create<string> "--out" "The Mae checkpoint to write (atomically)." None |> named "PATH"
+        o.Required <- true
+        o
+    let preset =
+        create<string> "--preset" ("The model's whole configuration: " + String.Join(", ", MaeConfig.names) + " (default: read from the shapes).") None
+        |> check ("one of: " + String.Join(", ", MaeConfig.names)) (fun v -> Array.contains ((string v).ToLowerInvariant()) MaeConfig.names)
+        |> named (String.Join("|", MaeConfig.names))
+    let heads = nonNegative "--heads" "Encoder attention heads when read from the shapes (0: the preset of the same shape's, else 64 channels per head)." 0
+    let decoderHeads =
+        nonNegative "--decoder-heads" "Decoder attention heads when read from the shapes (0: the preset of the same shape's, else 32 channels per head)." 0
+    let normPix =
+        create "--norm-pix-loss" "Whether the model's loss normalises each target patch (MAE's pretraining checkpoints: true; its visualize checkpoints: false)." (Some true)
+    let json = json ()
+    cmd.Arguments.Add file
+    for o in [ out :> Option; preset; heads; decoderHeads; normPix; json ] do
+        cmd.Options.Add o
+    cmd.SetAction(
+        action (fun parsed ->
+            let ui = Ui(parsed.GetValue json)
+            let path = Path.GetFullPath(parsed.GetValue file)
+            let target = Path.GetFullPath(parsed.GetValue out)
+            let given = parsed.GetValue preset |> Option.ofObj |> Option.map MaeConfig.ofName
+            let sd = ui.Step(sprintf "reading %s" path, fun () -> PyTorch.readReference path)
+            try
+                let config =
+                    match given with
+                    | Some c -> c
+                    | None ->
+                        try PyTorch.inferConfig sd (parsed.GetValue heads) (parsed.GetValue decoderHeads)
+                        with :? ArgumentException as e -> usage "FILE" (sprintf "\"%s\"" path) (sprintf "the weights of a reference image MAE (%s)" (message e))
+                let config = { config with NormPixLoss = parsed.GetValue normPix }
+                use model = new MaskedAutoencoder(config)
+                let imported =
+                    try PyTorch.loadInto model sd
+                    with :? ArgumentException as e ->
+                        usage (if given.IsSome then "--preset" else "FILE") (sprintf "\"%s\"" (if given.IsSome then parsed.GetValue preset else path))
+                            (sprintf "weights that fit the model: %s" (message e))
+                let extra = JsonObject()
+                extra.["importedFrom"] <- JsonValue.Create path
+                extra.["decoderFromFile"] <- JsonValue.Create imported.Decoder
+                Checkpoint.save target model None None { Config = config; Iteration = 0; Step = 0; Epoch = 0; Extra = extra }
+                let total, encoder = InfoCommand.parameterCounts model
+                let image = config.Image
+                ui.Summary(
+                    "imported",
+                    [ "from", path
+                      "checkpoint", target
+                      "model", sprintf "image %dx%d, patch %dx%d, %d channel(s); encoder %d x %d (%d heads), decoder %d x %d (%d heads)"
+                                   (fst image.ImageSize) (snd image.ImageSize) (fst image.PatchSize) (snd image.PatchSize) image.Channels
+                                   config.EmbedDim config.Depth config.Heads config.DecoderEmbedDim config.DecoderDepth config.DecoderHeads
+                      "tensors", sprintf "%d loaded (%d parameters, encoder %d)" imported.Tensors total encoder
+                      "decoder", (if imported.Decoder then "from the file" else "not in the file: initial weights (encoder-only checkpoint)") ]
+                )
+                ui.Result(
+                    jsonObject
+                        [ "checkpoint", JsonValue.Create target
+                          "source", JsonValue.Create path
+                          "tensors", JsonValue.Create imported.Tensors
+                          "decoder_from_file", JsonValue.Create imported.Decoder
+                          "config", ConfigJson.toJson config ]
+                )
+                0
+            finally
+                for _, t in sd do t.Dispose())
+    )
+    cmd
+
+/// `mae export --checkpoint MODEL.ckpt --to FILE`.
+let createExport () =
+    let cmd =
+        Command(
+            "export",
+            "Write a Mae checkpoint's image MAE for PyTorch: .pth/.pt/.bin as torch.save({'model': state_dict}) with the reference MAE's names, or .safetensors with HuggingFace ViTMAE's names. "
+            + "Exit codes: 0 done, 1 failure (e.g. the checkpoint does not exist), 2 bad arguments."
+        )
+    let checkpoint = checkpoint ()
+    let target =
+        let o =
+            create<string> "--to" "The file to write (atomically): FILE.pth, FILE.pt, FILE.bin or FILE.safetensors." None
+            |> check "a file ending in .pth, .pt, .bin or .safetensors" (fun v ->
+                Array.contains (Path.GetExtension(string v).ToLowerInvariant()) [| ".pth"; ".pt"; ".bin"; ".safetensors" |])
+            |> named "FILE"
+        o.Required <- true
+        o
+    let encoderOnly = create "--encoder-only" "Write the encoder alone, as MAE's mae_pretrain_vit_*.pth (no decoder, no mask token)." None
+    let json = json ()
+    for o in [ checkpoint :> Option; target; encoderOnly; json ] do
+        cmd.Options.Add o
+    cmd.SetAction(
+        action (fun parsed ->
+            let ui = Ui(parsed.GetValue json)
+            let path = Path.GetFullPath(parsed.GetValue checkpoint)
+            let file = Path.GetFullPath(parsed.GetValue target)
+            let model, meta = Checkpoint.loadModel path torch.CPU
+            use model = model
+            if meta.Config.Modality <> "image" then
+                usage "--checkpoint" (sprintf "a checkpoint of modality %s" meta.Config.Modality) "an image MAE: the PyTorch layouts are the reference image MAE's"
+            let only = parsed.GetValue encoderOnly
+            ui.Step(sprintf "writing %s" file, fun () -> PyTorch.export file model only)
+            let tensors = if only then model.EncoderParameterNames.Length else Seq.length (model.parameters ())
+            let format = match PyTorch.formatFor file with PyTorch.TorchSave -> "torch.save, the reference's names" | PyTorch.Safetensors -> "safetensors, HuggingFace ViTMAE's names"
+            ui.Summary("exported", [ "checkpoint", path; "file", file; "format", format; "tensors", sprintf "%d%s" tensors (if only then " (encoder only)" else "") ])
+            ui.Result(
+                jsonObject
+                    [ "checkpoint", JsonValue.Create path
+                      "file", JsonValue.Create file
+                      "tensors", JsonValue.Create tensors
+                      "encoder_only", JsonValue.Create only ]
+            )
+            0)
+    )
+    cmd
