@@ -9,12 +9,13 @@ open Mae.Cli.Output
 let rootCommand () =
     let root =
         RootCommand(
-            "mae: masked-autoencoder self-supervised learning. Pretrain an encoder, probe it, draw reconstructions, inspect checkpoints, import and export PyTorch weights. "
+            "mae: masked-autoencoder self-supervised learning. Pretrain an encoder, probe it, fine-tune it on few labels, draw reconstructions, inspect checkpoints, import and export PyTorch weights. "
             + "Exit codes: 0 success, 1 failure, 2 bad arguments, 130 pretraining interrupted by Ctrl-C (checkpoint saved)."
         )
     for c in
         [ PretrainCommand.create ()
           ProbeCommand.create ()
+          FinetuneCommand.create ()
           ReconstructCommand.create ()
           InfoCommand.create ()
           WeightsCommand.createImport ()

@@ -194,5 +194,11 @@ let tests =
             use c = back.Encode(case.Get "inputs" "imgs")
             Expect.isTrue (same a c) "export then import: the same encoder"
             expectArg "Heads" "divisor" (fun () -> ImageMaeModel.FromPyTorch(Path.Combine(golden, "reference.pth"), heads = 3)) |> ignore
+            // few labels from C#: the imported grey model on the MNIST fixture
+            use grey = ImageMaeModel.FromPyTorch(Path.Combine(fixturePath "golden", "grey28-p7-raw", "reference.pth"), heads = 4, decoderHeads = 2)
+            use data = ImageSplits.LoadIdxFolder(fixtureFolder (), 200, 32)
+            let few = Evaluation.FewLabels(grey, MaeDataset.FromTensors(data.Train.Images, data.Train.Labels), MaeDataset.FromTensors(data.Test.Images, data.Test.Labels), labelsPerClass = 2, epochs = 1)
+            Expect.equal (few.TrainSamples, few.TestSamples) (20, 32) "2 labels x 10 classes; the whole test split"
+            Expect.isTrue (few.Pretrained >= 0.0 && few.Scratch <= 1.0 && few.LinearProbe >= 0.0) "accuracies"
         }
     ]

@@ -325,6 +325,18 @@ let private importExport () =
     let code, stdout, stderr = run [ "export"; "--checkpoint"; ckpt; "--to"; dir.File "m.onnx" ]
     expectExit 2 (code, stdout, stderr) "an unknown format"
     Expect.stringContains stderr "--to" "names the option"
+    // the imported model (28 x 28 grey) fine-tuned on few labels of the MNIST fixture
+    let few = [ "finetune"; "--checkpoint"; ckpt; "--data"; fixture (); "--epochs"; "2"; "--probe-epochs"; "2"; "--train-limit"; "300"; "--test-limit"; "64"; "--threads"; "1"; "--json" ]
+    let code, stdout, stderr = run (few @ [ "--labels-per-class"; "3" ])
+    expectExit 0 (code, stdout, stderr) "finetune"
+    let r = lastJson stdout
+    Expect.equal (r.["train_samples"].GetValue<int>()) 30 "3 labels x 10 classes"
+    for key in [ "finetune_pretrained"; "finetune_scratch"; "linear_probe" ] do
+        let acc = r.[key].GetValue<float>()
+        Expect.isTrue (acc >= 0.0 && acc <= 1.0) (sprintf "%s = %f" key acc)
+    let code, stdout, stderr = run (few @ [ "--labels-per-class"; "1000" ])
+    expectExit 2 (code, stdout, stderr) "more labels per class than the smallest class has"
+    Expect.stringContains stderr "--labels-per-class was 1000" "names the option and its value"
 
 let tests =
     testSequenced
@@ -332,7 +344,7 @@ let tests =
         test "pretrain, probe, reconstruct and info run on the fixture and print JSON" { pipeline () }
         test "bad arguments exit 2 naming the option; a missing checkpoint exits 1" { badArguments () }
         test "pretrain, probe and reconstruct read a folder of PNG files in class folders" { imageFolderPipeline () }
-        test "import reads the reference's .pth and encoder-only .pth; export writes .pth and .safetensors that import back identically" { importExport () }
+        test "import reads the reference's .pth and encoder-only .pth; export writes .pth and .safetensors that import back identically; finetune on few labels" { importExport () }
         test "resuming with other options exits 2 naming each option, its value and the checkpoint's" { resumeWithOtherOptions () }
         test "Ctrl-C saves a checkpoint, and resuming ends where an uninterrupted run does" {
             if OperatingSystem.IsWindows() then skiptest "SIGINT is sent with libc kill"

@@ -110,4 +110,24 @@ let tests =
             expectExn<DirectoryNotFoundException> "missing folder" (fun () ->
                 Idx.loadFolder (dir.File "nowhere") 0 0 |> ignore) |> ignore
         }
+        test "Subsets.perClass: K of each class, sorted, the same for a seed, a larger K keeps a smaller one's; too large a K names the class" {
+            use _ = torch.NewDisposeScope()
+            // 5 classes of 3, 4, 5, 6, 7 samples, interleaved
+            let labels = [| for c in 0 .. 4 do for _ in 1 .. c + 3 -> int64 c |] |> Array.permute (fun i -> (i * 7) % 25)
+            let data = InMemoryDataset(torch.zeros(25L, 1L, 2L, 2L), torch.tensor labels) :> IDataset
+            for seed in [ 0L; 1L; 42L ] do
+                let three = Subsets.perClass 3 seed data
+                Expect.equal three.Length 15 "3 x 5 samples"
+                Expect.equal three (Array.sort (Array.distinct three)) "sorted, distinct"
+                for c in 0 .. 4 do
+                    Expect.equal (three |> Array.filter (fun i -> labels.[i] = int64 c) |> Array.length) 3 (sprintf "3 of class %d" c)
+                Expect.equal (Subsets.perClass 3 seed data) three "the same for the same seed"
+                Expect.isTrue (Set.isSubset (set (Subsets.perClass 2 seed data)) (set three)) "K = 2 is part of K = 3"
+            Expect.notEqual (Subsets.perClass 2 0L data) (Subsets.perClass 2 1L data) "another seed, another subset"
+            let subset = Subsets.labelsPerClass 3 0L data
+            Expect.equal (subset.Labels()) (Subsets.perClass 3 0L data |> Array.map (fun i -> labels.[i])) "the subset's labels"
+            let e = expectArg "labelsPerClass" "at most the 3 sample(s) of class \"0\"" (fun () -> Subsets.perClass 4 0L data)
+            Expect.stringContains e.Message "4" "says the K it saw"
+            expectArg "labelsPerClass" "a positive number" (fun () -> Subsets.perClass 0 0L data) |> ignore
+        }
     ]

@@ -133,4 +133,27 @@ let tests =
             expectArg "labels" "int64" (fun () -> FineTune.run clf x (twoClasses.to_type(ScalarType.Float32)) o CancellationToken.None) |> ignore
             expectArg "inputs" "rank 4" (fun () -> FineTune.evaluate clf (x.reshape(16L, 28L, 28L)) twoClasses) |> ignore
         }
+        test "FewLabels.run: the subset's size, accuracies in [0, 1], the same numbers twice, the MAE unchanged" {
+            use _ = torch.NewDisposeScope()
+            let train, test = Data.Idx.loadFolder (fixturePath "mnist-small") 300 64
+            use mae = MaskedAutoencoder.Create(small, 1L)
+            let before = snapshot mae
+            let o =
+                { FewLabels.defaults with
+                    LabelsPerClass = 3
+                    FineTune = { FewLabels.defaults.FineTune with Epochs = 3; WarmupEpochs = 0.0 }
+                    Probe = { FewLabels.defaults.Probe with Epochs = 2 } }
+            let run () = FewLabels.run mae (Data.InMemoryDataset(train.Images, train.Labels)) (Data.InMemoryDataset(test.Images, test.Labels)) o CancellationToken.None
+            let r = run ()
+            Expect.equal r.TrainSamples 30 "3 labels x 10 classes"
+            Expect.equal r.TestSamples 64 "the whole test split"
+            for name, acc in [ "pretrained", r.Pretrained; "scratch", r.Scratch; "probe", r.LinearProbe ] do
+                Expect.isTrue (acc >= 0.0 && acc <= 1.0) (sprintf "%s accuracy %f in [0, 1]" name acc)
+            Expect.equal r.PretrainedLosses.Length 3 "a loss per epoch"
+            Expect.notEqual (Array.last r.PretrainedLosses) (Array.last r.ScratchLosses) "the pretrained encoder changes the training"
+            let again = run ()
+            Expect.equal (again.Pretrained, again.Scratch, again.LinearProbe) (r.Pretrained, r.Scratch, r.LinearProbe) "deterministic"
+            for struct (n, p) in mae.named_parameters() do
+                Expect.isTrue (same p before.[n]) (sprintf "%s: the MAE is not changed" n)
+        }
     ]

@@ -26,6 +26,7 @@ type ImageSet =
         member s.ClassNames = InMemory.numberedClasses s.Labels
         member s.Read index = InMemory.read s.Images s.Labels index
         member s.Describe index = sprintf "image %d of an in-memory set of %d" index s.Count
+        member s.Labels() = InMemory.labels s.Labels
 
 module Idx =
 

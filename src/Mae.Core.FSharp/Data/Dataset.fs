@@ -31,6 +31,9 @@ type IDataset =
     abstract Read: index: int -> Sample
     /// Where sample `index` comes from, for messages: a file path, or "sample i of <what>".
     abstract Describe: index: int -> string
+    /// The label of every sample, in index order, without reading any input (an image folder
+    /// knows them from its class folders): what few-label subsets are drawn from.
+    abstract Labels: unit -> int64[]
 
 /// The error of a sample that cannot be read: an InvalidDataException whose message starts with
 /// its source (a file path for image folders) and says what was wrong.
@@ -46,6 +49,11 @@ module internal InMemory =
         if index < 0 || index >= n then Guard.fail "index" index (sprintf "a sample index in [0, %d)" n)
         { Input = inputs.[int64 index].to_type(ScalarType.Float32, copy = true)
           Label = labels.[int64 index].item<int64> () }
+
+    /// Labels [N] int64 as an array.
+    let labels (labels: Tensor) : int64[] =
+        use c = labels.cpu().contiguous()
+        c.data<int64>().ToArray()
 
     /// The class names "0", "1", ..., up to the largest label (labelled digits such as MNIST).
     let numberedClasses (labels: Tensor) =
@@ -82,3 +90,29 @@ type InMemoryDataset(inputs: Tensor, labels: Tensor, classNames: string[]) =
         member _.ClassNames = classNames
         member _.Read index = InMemory.read inputs labels index
         member _.Describe index = sprintf "sample %d of an in-memory dataset of %d" index n
+        member _.Labels() = InMemory.labels labels
+
+/// The samples `indices` of `parent`, in that order (sample i is parent's indices[i]); reads go to
+/// the parent, which must outlive the subset.
+type SubsetDataset(parent: IDataset, indices: int[]) =
+    do
+        Guard.notNull "parent" parent
+        Guard.notNull "indices" indices
+        match indices |> Array.tryFind (fun i -> i < 0 || i >= parent.Count) with
+        | Some bad -> Guard.fail "indices" (sprintf "an array holding %d" bad) (sprintf "sample indices in [0, %d)" parent.Count)
+        | None -> ()
+    let indices = Array.copy indices
+    /// The parent's index of each sample.
+    member _.Indices = Array.copy indices
+    member _.Parent = parent
+    interface IDataset with
+        member _.Count = indices.Length
+        member _.Channels = parent.Channels
+        member _.ClassNames = parent.ClassNames
+        member _.Read index =
+            if index < 0 || index >= indices.Length then Guard.fail "index" index (sprintf "a sample index in [0, %d)" indices.Length)
+            parent.Read indices.[index]
+        member _.Describe index = parent.Describe indices.[index]
+        member _.Labels() =
+            let all = parent.Labels()
+            indices |> Array.map (fun i -> all.[i])

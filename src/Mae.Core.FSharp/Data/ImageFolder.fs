@@ -191,6 +191,7 @@ type ImageFolderDataset internal (root: string, files: string[], labels: int[], 
             if index < 0 || index >= files.Length then Guard.fail "index" index (sprintf "a sample index in [0, %d)" files.Length)
             { Input = ImageFile.read files.[index] channels; Label = int64 labels.[index] }
         member _.Describe index = files.[index]
+        member _.Labels() = labels |> Array.map int64
 
 /// A training split and a validation split over the same classes.
 type ImageFolderSplits =
