@@ -99,7 +99,7 @@ namespace Mae
         internal PretrainProgressInfo(PretrainProgress p)
         {
             Step = p.Step; TotalSteps = p.TotalSteps; Epoch = p.Epoch; Loss = p.Loss; LearningRate = p.Lr;
-            ImagesPerSecond = p.ImagesPerSecond; Elapsed = p.Elapsed;
+            ImagesPerSecond = p.ImagesPerSecond; GradNorm = p.GradNorm; Elapsed = p.Elapsed;
         }
 
         /// <summary>Optimizer steps done.</summary>
@@ -119,6 +119,9 @@ namespace Mae
 
         /// <summary>Throughput of the last step.</summary>
         public double ImagesPerSecond { get; }
+
+        /// <summary>L2 norm of all gradients of the step, before clipping.</summary>
+        public double GradNorm { get; }
 
         /// <summary>Time since the run started.</summary>
         public TimeSpan Elapsed { get; }

@@ -191,6 +191,7 @@ let create () =
             use _onTerm =
                 try PosixSignalRegistration.Create(PosixSignal.SIGTERM, fun ctx -> if stop terminatedExitCode then ctx.Cancel <- true)
                 with :? PlatformNotSupportedException -> null
+            let recorder = RunLog.Recorder(Path.Combine(outDir, "tb"))
             let result =
                 try
                     ui.Track(
@@ -199,6 +200,7 @@ let create () =
                         fun report ->
                             Pretrain.runOn model train options resumeFrom
                                 (fun p ->
+                                    recorder.Record p
                                     report p.Step p.TotalSteps
                                         (sprintf "epoch %d/%d  loss %.4f  lr %s  %.0f img/s" (p.Epoch + 1) options.Epochs p.Loss (p.Lr.ToString "0.00e+0") p.ImagesPerSecond))
                                 cancel.Token
@@ -207,6 +209,8 @@ let create () =
                     Console.CancelKeyPress.RemoveHandler onCancel
             if result.Cancelled then
                 ui.Log(sprintf "interrupted at step %d of %d; checkpoint saved, continue with --resume" result.Steps totalSteps)
+            let lossPng = Path.Combine(outDir, "loss.png")
+            recorder.PlotLoss(lossPng, sprintf "mae pretrain: %s, %d x %d, mask ratio %g" presetName h w config.MaskRatio)
             let losses = result.EpochLosses |> Array.map (sprintf "%.4f") |> String.concat " "
             ui.Summary(
                 (if result.Cancelled then "pretraining interrupted" else "pretraining done"),
@@ -214,7 +218,9 @@ let create () =
                   "final loss", sprintf "%.4f" result.FinalLoss
                   "epoch losses", (if losses = "" then "-" else losses)
                   "seconds", sprintf "%.1f" result.Seconds
-                  "checkpoint", (if isNull result.CheckpointPath then "-" else result.CheckpointPath) ]
+                  "checkpoint", (if isNull result.CheckpointPath then "-" else result.CheckpointPath)
+                  "loss curve", (if recorder.Count > 0 then lossPng else "-")
+                  "TensorBoard", sprintf "tensorboard --logdir %s" recorder.LogDir ]
             )
             ui.Result(
                 jsonObject
@@ -224,7 +230,9 @@ let create () =
                       "epoch_losses", JsonArray(result.EpochLosses |> Array.map number)
                       "seconds", number result.Seconds
                       "cancelled", JsonValue.Create result.Cancelled
-                      "checkpoint", JsonValue.Create result.CheckpointPath ]
+                      "checkpoint", JsonValue.Create result.CheckpointPath
+                      "loss_png", JsonValue.Create(if recorder.Count > 0 then lossPng else null)
+                      "tensorboard", JsonValue.Create recorder.LogDir ]
             )
             if result.Cancelled then stopCode else 0)
     )

@@ -133,6 +133,27 @@ let private pipeline () =
     Expect.equal ckpt (Path.Combine(out, "last.ckpt")) "the checkpoint is OUT/last.ckpt"
     Expect.isTrue (File.Exists ckpt) "the checkpoint exists"
     Expect.stringContains stderr "pretrain step 8/8" "progress goes to stderr as log lines when redirected"
+    // what a person watches: TensorBoard events (TFRecord framing: length, crc, event, crc) and the loss curve
+    let events = Directory.GetFiles(Path.Combine(out, "tb"), "events.out.tfevents.*")
+    Expect.equal events.Length 1 "one event file in OUT/tb"
+    let bytes = File.ReadAllBytes events.[0]
+    let records =
+        let rec walk (i: int) (acc: byte[] list) =
+            if i >= bytes.Length then List.rev acc
+            else
+                let length = int (BitConverter.ToInt64(bytes, i))
+                walk (i + 12 + length + 4) (bytes.[i + 12 .. i + 11 + length] :: acc)
+        walk 0 []
+    Expect.equal records.Length (1 + 4 * 8) "the file-version event, then loss, lr, throughput and gradient norm for each of 8 steps"
+    for tag in [ "train/loss"; "train/lr"; "train/images_per_second"; "train/grad_norm" ] do
+        let count = records |> List.filter (fun r -> Text.Encoding.ASCII.GetString(r).Contains tag) |> List.length
+        Expect.equal count 8 (sprintf "%s once per step" tag)
+    let lossPng = result.["loss_png"].GetValue<string>()
+    Expect.equal lossPng (Path.Combine(out, "loss.png")) "the loss curve is OUT/loss.png"
+    let header = File.ReadAllBytes lossPng
+    Expect.equal header.[1..3] "PNG"B "a PNG file"
+    let be (o: int) = (int header.[o] <<< 24) ||| (int header.[o + 1] <<< 16) ||| (int header.[o + 2] <<< 8) ||| int header.[o + 3]
+    Expect.equal (be 16, be 20) (1000, 560) "1000 x 560 pixels"
     let code, stdout, stderr =
         run [ "probe"; "--checkpoint"; ckpt; "--data"; fixture (); "--probe-epochs"; "3"; "--train-limit"; "512"; "--test-limit"; "256"; "--threads"; "1"; "--json" ]
     expectExit 0 (code, stdout, stderr) "probe"

@@ -30,6 +30,14 @@ module Pretrain =
                    | _ -> () |]
         configDiffs, optionDiffs
 
+    /// The L2 norm of all the parameters' gradients together (clip_grad_norm_'s total norm), in
+    /// float64; one sync.
+    let private totalNorm (parameters: Modules.Parameter[]) =
+        use _ = torch.no_grad()
+        use _ = torch.NewDisposeScope()
+        let norms = [| for p in parameters do if not (isNull p.grad) then yield p.grad.norm().to_type(ScalarType.Float64) |]
+        if norms.Length = 0 then 0.0 else torch.stack(norms).norm().item<float>()
+
     /// The stop when a step's gradients or its update are not finite: names the step and the
     /// tensors, and says that nothing of this step was saved.
     let private diverged (what: string) (bad: string[]) (step: int) (it: int) (epoch: int) (saved: string) =
@@ -97,6 +105,7 @@ module Pretrain =
                 Checkpoint.save path model (Some optimizer) (Some maskGen)
                     { Config = model.Config; Iteration = it; Step = it / accum; Epoch = it / itersPerEpoch; Extra = extra }
                 lastCkpt <- path
+        let mutable gradNorm = nan
         /// One micro-batch: forward, backward and, at the end of an accumulation, the checked step.
         let step (inputs: Tensor) (epoch: int) =
             use _ = torch.NewDisposeScope()
@@ -111,7 +120,10 @@ module Pretrain =
             if (it + 1) % accum = 0 then
                 let step = (it + 1) / accum
                 let saved = if isNull lastCkpt then "" else sprintf "; %s holds the last finite state" lastCkpt
-                if not (Weights.allFinite [| for p in parameters -> p.grad |]) then
+                // the total norm is finite exactly when every gradient is (short of an overflow of
+                // the sum, which the per-tensor check below tells apart)
+                gradNorm <- totalNorm parameters
+                if not (Double.IsFinite gradNorm) && not (Weights.allFinite [| for p in parameters -> p.grad |]) then
                     let grads = named |> Array.map (fun (name, p) -> name, p.grad)
                     raise (diverged "Gradients are" (Weights.nonFinite grads) step it epoch saved)
                 if o.ClipGrad > 0.0 then torch.nn.utils.clip_grad_norm_(parameters, o.ClipGrad) |> ignore
@@ -146,7 +158,7 @@ module Pretrain =
                     progress
                         { Step = step; TotalSteps = totalSteps; Epoch = epoch; Loss = stepLoss
                           Lr = optimizer.LearningRate 0
-                          ImagesPerSecond = ips; Elapsed = now }
+                          ImagesPerSecond = ips; GradNorm = gradNorm; Elapsed = now }
                     if o.CheckpointEvery > 0 && step % o.CheckpointEvery = 0 then save ()
                     if cancel.IsCancellationRequested then cancelled <- true
             if count > 0 then epochLosses.Add(sum / float count)

@@ -84,6 +84,8 @@ type PretrainProgress =
       Loss: float
       Lr: float
       ImagesPerSecond: float
+      /// L2 norm of all gradients of the step, before clipping (torch.nn.utils.clip_grad_norm_'s total norm).
+      GradNorm: float
       Elapsed: TimeSpan }
 
 type PretrainResult =
