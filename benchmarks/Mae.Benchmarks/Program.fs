@@ -37,6 +37,8 @@ let steps (only: string list) =
 
 [<EntryPoint>]
 let main argv =
+    // MAE_BENCH_WAIT=spin keeps OpenMP's default (spinning) wait policy, for comparisons
+    if Environment.GetEnvironmentVariable "MAE_BENCH_WAIT" <> "spin" then Runtime.preferPassiveWaiting () |> ignore
     torch.set_num_threads (match Environment.GetEnvironmentVariable "MAE_BENCH_THREADS" with null | "" -> 2 | s -> int s)
     Runtime.tuneAllocator ()
     // MAE_BENCH_MALLOPT="param=value ...": glibc mallopt settings after Mae's own (experiments)

@@ -40,6 +40,7 @@ let log (s: string) = eprintfn "[demo %s] %s" (DateTime.Now.ToString "HH:mm:ss")
 
 [<EntryPoint>]
 let main argv =
+    Runtime.preferPassiveWaiting () |> ignore // before libtorch loads
     let clock = Stopwatch.StartNew()
     let args =
         parse { Folder = null; Epochs = 20; TrainLimit = 0; Out = "out/demo"; ProbeEpochs = 20 } (List.ofArray argv)

@@ -25,6 +25,8 @@ let rootCommand () =
 
 [<EntryPoint>]
 let main argv =
+    // before anything loads libtorch: OpenMP reads its wait policy once
+    Mae.Runtime.preferPassiveWaiting () |> ignore
     let parsed = (rootCommand ()).Parse argv
     if parsed.Errors.Count > 0 && not (parsed.Action :? HelpAction) then
         for e in parsed.Errors do

@@ -4,6 +4,7 @@ open Expecto
 
 [<EntryPoint>]
 let main argv =
+    Mae.Runtime.preferPassiveWaiting () |> ignore
     // One thread: the tensors here are tiny, and two OpenMP threads on a busy 2-core machine
     // made the training property up to 30x slower.
     TorchSharp.torch.set_num_threads 1

@@ -35,12 +35,14 @@ let private mae =
              | None -> failwithf "the mae command is not built under %s (build tests/Unit, which builds src/Mae.Cli)" bin)
 
 /// A running `mae`: its stderr lines as they come, its stdout gathered.
-type private Child(args: string list) =
+type private Child(args: string list, env: (string * string) list) =
     let program, lead = mae.Value
     let psi = ProcessStartInfo(program, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
     do
         for a in lead @ args do
             psi.ArgumentList.Add a
+        for k, v in env do
+            if isNull v then psi.Environment.Remove k |> ignore else psi.Environment.[k] <- v
     let stdout = Text.StringBuilder()
     let stderr = Text.StringBuilder()
     let lines = new BlockingCollection<string>()
@@ -79,9 +81,12 @@ type private Child(args: string list) =
             lines.Dispose()
 
 /// Runs `mae args` to the end: exit code, stdout, stderr.
-let private run (args: string list) =
-    use child = new Child(args)
+/// Runs `mae` with `env` added to (or replacing in) this process's environment; a null value removes the variable.
+let private runWith (env: (string * string) list) (args: string list) =
+    use child = new Child(args, env)
     child.Finish(TimeSpan.FromMinutes 3.0)
+
+let private run (args: string list) = runWith [] args
 
 /// The last non-empty line of stdout, parsed as a JSON object.
 let private lastJson (stdout: string) =
@@ -277,7 +282,7 @@ let private interruptAndResume () =
     let interrupted, straight = dir.File "interrupted", dir.File "straight"
     let total = 512 / 64 * 3
     withSigintDefault (fun () ->
-        use child = new Child(args interrupted)
+        use child = new Child(args interrupted, [])
         child.WaitForLine("pretrain step ", TimeSpan.FromMinutes 2.0) |> ignore
         Expect.equal (sysKill (child.Pid, SIGINT)) 0 "SIGINT sent"
         let code, stdout, stderr = child.Finish(TimeSpan.FromMinutes 2.0)
@@ -359,11 +364,31 @@ let private importExport () =
     expectExit 2 (code, stdout, stderr) "more labels per class than the smallest class has"
     Expect.stringContains stderr "--labels-per-class was 1000" "names the option and its value"
 
+/// OpenMP's wait policy reaches libtorch's threads: threads that sleep at barriers (GOMP_SPINCOUNT
+/// 0) unless the user chose a policy (OMP_DISPLAY_ENV=VERBOSE makes libgomp print what it read when
+/// it loads; its default spins 300,000 times first).
+let private waitPolicy () =
+    let ckpt = Path.Combine(fixturePath "checkpoints", "image-v1.ckpt")
+    let displayed (env: (string * string) list) (name: string) =
+        let code, stdout, stderr = runWith (("OMP_DISPLAY_ENV", "VERBOSE") :: env) [ "info"; "--checkpoint"; ckpt; "--json" ]
+        expectExit 0 (code, stdout, stderr) "info"
+        match (stdout + stderr).Split('\n') |> Array.tryFind (fun l -> l.Contains(name + " =")) with
+        | Some l -> l.Trim()
+        | None -> failtestf "libgomp printed no %s (stderr: %s)" name stderr
+    Expect.equal (displayed [ "OMP_WAIT_POLICY", null ] "GOMP_SPINCOUNT") "GOMP_SPINCOUNT = '0'" "passive by default: no spinning"
+    Expect.equal (displayed [ "OMP_WAIT_POLICY", "" ] "GOMP_SPINCOUNT") "GOMP_SPINCOUNT = '0'" "an empty value counts as unset"
+    Expect.equal (displayed [ "OMP_WAIT_POLICY", "ACTIVE" ] "OMP_WAIT_POLICY") "OMP_WAIT_POLICY = 'ACTIVE'" "the user's choice is kept"
+    Expect.notEqual (displayed [ "OMP_WAIT_POLICY", "ACTIVE" ] "GOMP_SPINCOUNT") "GOMP_SPINCOUNT = '0'" "and spins"
+
 let tests =
     testSequenced
     <| testList "cli" [
         test "pretrain, probe, reconstruct and info run on the fixture and print JSON" { pipeline () }
         test "bad arguments exit 2 naming the option; a missing checkpoint exits 1" { badArguments () }
+        test "libtorch's OpenMP threads wait passively unless OMP_WAIT_POLICY says otherwise" {
+            if not (OperatingSystem.IsLinux()) then skiptest "libgomp and setenv"
+            waitPolicy ()
+        }
         test "pretrain, probe and reconstruct read a folder of PNG files in class folders" { imageFolderPipeline () }
         test "import reads the reference's .pth and encoder-only .pth; export writes .pth and .safetensors that import back identically; finetune on few labels" { importExport () }
         test "resuming with other options exits 2 naming each option, its value and the checkpoint's" { resumeWithOtherOptions () }

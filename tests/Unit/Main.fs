@@ -4,6 +4,7 @@ open Expecto
 
 [<EntryPoint>]
 let main argv =
+    Mae.Runtime.preferPassiveWaiting () |> ignore
     TorchSharp.torch.set_num_threads 2
     Mae.Tests.Runner.run argv (
         testList "unit" [

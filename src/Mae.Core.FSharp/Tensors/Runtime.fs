@@ -2,6 +2,7 @@
 module Mae.Runtime
 
 open System
+open System.IO
 open System.Runtime.InteropServices
 
 [<DllImport("libc", EntryPoint = "mallopt")>]
@@ -25,6 +26,38 @@ let tuneAllocator () =
             with
             | :? DllNotFoundException
             | :? EntryPointNotFoundException -> () // not glibc (e.g. musl): leave the allocator alone
+
+[<DllImport("libc", EntryPoint = "setenv")>]
+extern int private setenv(string name, string value, int overwrite)
+
+/// Whether OpenMP's runtime (libgomp, which libtorch's CPU build uses) is already in the process:
+/// it reads its environment once, when it loads.
+let private openMpLoaded () =
+    try File.ReadAllText("/proc/self/maps").Contains "libgomp"
+    with _ -> false
+
+/// Makes libtorch's OpenMP threads sleep at barriers instead of spinning (OMP_WAIT_POLICY=PASSIVE),
+/// unless OMP_WAIT_POLICY is set already (an empty value counts as unset). On a machine whose cores other processes share, a
+/// spinning thread that loses its core stalls every other thread at the next barrier: with a busy
+/// process on one of two cores, a step took 2.6x its quiet time with spinning and 1.9x with
+/// PASSIVE, and the quiet step did not change (benchmarks/README.md, "A shared machine"). OpenMP
+/// reads the variable when it loads, so this must run before the first call into libtorch (before
+/// any `torch.*`): .NET's Environment does not reach native code, so the C environment is set with
+/// setenv. Returns false when it came too late (libgomp already loaded) or the platform has no
+/// setenv; true when the policy will apply (or was the user's to choose).
+let preferPassiveWaiting () : bool =
+    match Environment.GetEnvironmentVariable "OMP_WAIT_POLICY" with
+    | null | "" when OperatingSystem.IsLinux() || OperatingSystem.IsMacOS() ->
+        if openMpLoaded () then false
+        else
+            try
+                setenv ("OMP_WAIT_POLICY", "PASSIVE", 1) = 0
+                && (Environment.SetEnvironmentVariable("OMP_WAIT_POLICY", "PASSIVE"); true)
+            with
+            | :? DllNotFoundException
+            | :? EntryPointNotFoundException -> false
+    | null | "" -> false
+    | _ -> true
 
 /// Call at the end of a training step, once its dispose scope has closed. TorchSharp makes some
 /// native objects that no dispose scope owns (Scalars inside its operators and `item`, state of
