@@ -43,21 +43,10 @@ let create () =
         action (fun parsed ->
             let clock = Stopwatch.StartNew()
             let ui = Ui(parsed.GetValue json)
-            let dev = resolveDevice (parsed.GetValue device)
-            applyThreads (parsed.GetValue threads)
-            let path = Path.GetFullPath(parsed.GetValue checkpoint)
-            let model, meta = Checkpoint.loadModel path dev
+            let _, path, model, meta = loadCheckpoint (parsed.GetValue device) (parsed.GetValue threads) (parsed.GetValue checkpoint)
             use model = model
-            let size = meta.Config.Image.ImageSize
-            let train, test, transform =
-                match openData ui (parsed.GetValue data) (parsed.GetValue trainLimit) (parsed.GetValue testLimit) with
-                | InMemory (train, test) ->
-                    checkFits meta.Config train
-                    InMemoryDataset(train.Images, train.Labels) :> IDataset, InMemoryDataset(test.Images, test.Labels) :> IDataset, Transforms.identity
-                | Folder splits ->
-                    let train = limited splits.Train (parsed.GetValue trainLimit)
-                    checkChannels meta.Config train
-                    train, limited splits.Val (parsed.GetValue testLimit), Transforms.forEvaluation size (folderStats splits)
+            let data = evaluationData ui (parsed.GetValue data) (parsed.GetValue trainLimit) (parsed.GetValue testLimit) meta.Config
+            let train, test, transform = data.Train, data.Test, data.Transform
             let options =
                 { FewLabels.defaults with
                     LabelsPerClass = parsed.GetValue k

@@ -181,6 +181,11 @@ let checkChannels (config: MaeConfig) (data: IDataset) =
             (sprintf "images with %d channel(s), as the checkpoint's model was trained on" i.Channels)
     | _ -> ()
 
+/// Number of classes in the labels of both splits (largest label + 1).
+let classCount (train: ImageSet) (test: ImageSet) =
+    let top (t: Tensor) = if t.numel () = 0L then 0L else t.max().item<int64> ()
+    int (max (top train.Labels) (top test.Labels)) + 1
+
 /// (C, H, W) of an image set.
 let imageShape (set: ImageSet) =
     int set.Images.shape.[1], int set.Images.shape.[2], int set.Images.shape.[3]
@@ -195,10 +200,45 @@ let checkFits (config: MaeConfig) (set: ImageSet) =
             usage "--data" (sprintf "images of %dx%d with %d channel(s)" h w c)
                 (sprintf "images of %dx%d with %d channel(s), as the checkpoint's model was trained on" mh mw i.Channels)
 
-/// Number of classes in the labels of both splits (largest label + 1).
-let classCount (train: ImageSet) (test: ImageSet) =
-    let top (t: Tensor) = if t.numel () = 0L then 0L else t.max().item<int64> ()
-    int (max (top train.Labels) (top test.Labels)) + 1
+/// The train and test splits of `--data` as datasets for a checkpoint's model, and the per-sample
+/// transform that brings their samples to it: IDX data in memory as read (its size must be the
+/// model's: `checkFits`), an image folder read on demand with the evaluation resize + centre crop
+/// to the model's size and the folder's normalisation (`folderStats`); `limit`s keep the first
+/// samples (0 = all). Logs what was found.
+type EvaluationData =
+    { Train: IDataset
+      Test: IDataset
+      Transform: Func<Random, Tensor, Tensor>
+      /// Classes of both splits (class names, or the largest label + 1 of in-memory data).
+      Classes: int }
+
+let evaluationData (ui: Ui) (data: string) (trainLimit: int) (testLimit: int) (config: MaeConfig) : EvaluationData =
+    match openData ui data trainLimit testLimit with
+    | InMemory (train, test) ->
+        ui.Log(sprintf "data: train %s, test %s" (Guard.shapeOf train.Images) (Guard.shapeOf test.Images))
+        checkFits config train
+        { Train = InMemoryDataset(train.Images, train.Labels)
+          Test = InMemoryDataset(test.Images, test.Labels)
+          Transform = Transforms.identity
+          Classes = classCount train test }
+    | Folder splits ->
+        let train = limited splits.Train trainLimit
+        let test = limited splits.Val testLimit
+        ui.Log(sprintf "image folder %s (%s): %d train, %d test images, %d classes" data splits.Layout train.Count test.Count train.ClassNames.Length)
+        checkChannels config train
+        { Train = train
+          Test = test
+          Transform = Transforms.forEvaluation config.Image.ImageSize (folderStats splits)
+          Classes = train.ClassNames.Length }
+
+/// `--device` and `--threads` applied, then the checkpoint's model loaded on that device:
+/// (device, full path, model, metadata). The caller disposes the model.
+let loadCheckpoint (deviceName: string) (threads: int) (checkpoint: string) =
+    let dev = resolveDevice deviceName
+    applyThreads threads
+    let path = Path.GetFullPath checkpoint
+    let model, meta = Checkpoint.loadModel path dev
+    dev, path, model, meta
 
 /// The message of an exception, unwrapped from the wrappers that only add noise, without the
 /// " (Parameter 'x')" suffix of ArgumentException (the library's messages name it already).

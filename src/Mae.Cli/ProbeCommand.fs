@@ -34,32 +34,15 @@ let create () =
         action (fun parsed ->
             let clock = Stopwatch.StartNew()
             let ui = Ui(parsed.GetValue json)
-            let dev = resolveDevice (parsed.GetValue device)
-            applyThreads (parsed.GetValue threads)
-            let path = Path.GetFullPath(parsed.GetValue checkpoint)
-            let model, meta = Checkpoint.loadModel path dev
+            let dev, path, model, meta = loadCheckpoint (parsed.GetValue device) (parsed.GetValue threads) (parsed.GetValue checkpoint)
             use model = model
             let seed = parsed.GetValue seed
             let options = { Probe.defaultLinearOptions with Epochs = parsed.GetValue probeEpochs; Seed = seed }
-            let batch = parsed.GetValue batchSize
-            // (classes, train count, test count, the probe of a feature function on both splits)
-            let classes, trainCount, testCount, probeOf =
-                match openData ui (parsed.GetValue data) (parsed.GetValue trainLimit) (parsed.GetValue testLimit) with
-                | InMemory (train, test) ->
-                    ui.Log(sprintf "data: train %s, test %s" (Guard.shapeOf train.Images) (Guard.shapeOf test.Images))
-                    checkFits meta.Config train
-                    let classes = classCount train test
-                    classes, train.Count, test.Count, (fun features -> Probe.linearOn options classes features dev batch train test)
-                | Folder splits ->
-                    // read on demand at the model's size: only the features are held in memory
-                    let train = limited splits.Train (parsed.GetValue trainLimit)
-                    let test = limited splits.Val (parsed.GetValue testLimit)
-                    ui.Log(sprintf "image folder %s (%s): %d train, %d test images, %d classes" (parsed.GetValue data) splits.Layout
-                               train.Count test.Count train.ClassNames.Length)
-                    checkChannels meta.Config train
-                    let loader = LoaderOptions.evaluation batch (Transforms.forEvaluation meta.Config.Image.ImageSize (folderStats splits))
-                    let classes = train.ClassNames.Length
-                    classes, train.Count, test.Count, (fun features -> Probe.linearOnData options classes features dev loader train test)
+            // an image folder is read on demand at the model's size: only the features are held in memory
+            let data = evaluationData ui (parsed.GetValue data) (parsed.GetValue trainLimit) (parsed.GetValue testLimit) meta.Config
+            let loader = LoaderOptions.evaluation (parsed.GetValue batchSize) data.Transform
+            let classes, trainCount, testCount = data.Classes, data.Train.Count, data.Test.Count
+            let probeOf features = Probe.linearOnData options classes features dev loader data.Train data.Test
             let probe (name: string) (features: Tensor -> Tensor) =
                 ui.Step(
                     sprintf "linear probe: %s" name,
