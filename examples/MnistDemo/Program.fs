@@ -40,7 +40,9 @@ let log (s: string) = eprintfn "[demo %s] %s" (DateTime.Now.ToString "HH:mm:ss")
 
 [<EntryPoint>]
 let main argv =
-    Runtime.preferPassiveWaiting () |> ignore // before libtorch loads
+    // libgomp's default (spin at barriers) is kept here: the demo runs alone in the foreground, and
+    // the tiny model's many small parallel regions pay for waking sleeping threads (a demo step
+    // took 20-50% longer with OMP_WAIT_POLICY=PASSIVE; benchmarks/README.md, "A shared machine").
     let clock = Stopwatch.StartNew()
     let args =
         parse { Folder = null; Epochs = 20; TrainLimit = 0; Out = "out/demo"; ProbeEpochs = 20 } (List.ofArray argv)

@@ -40,7 +40,8 @@ let private openMpLoaded () =
 /// unless OMP_WAIT_POLICY is set already (an empty value counts as unset). On a machine whose cores other processes share, a
 /// spinning thread that loses its core stalls every other thread at the next barrier: with a busy
 /// process on one of two cores, a step took 2.6x its quiet time with spinning and 1.9x with
-/// PASSIVE, and the quiet step did not change (benchmarks/README.md, "A shared machine"). OpenMP
+/// PASSIVE, and the quiet step did not change; a tiny model's step (many small parallel regions)
+/// can be 20-50% slower quiet, waking threads (benchmarks/README.md, "A shared machine"). OpenMP
 /// reads the variable when it loads, so this must run before the first call into libtorch (before
 /// any `torch.*`): .NET's Environment does not reach native code, so the C environment is set with
 /// setenv. Returns false when it came too late (libgomp already loaded) or the platform has no
