@@ -39,29 +39,16 @@ namespace Mae
         public static ImageMaeModel FromPyTorch(string path, int heads = 0, int decoderHeads = 0, bool normPixLoss = true, string? device = null)
         {
             ArgumentException.ThrowIfNullOrEmpty(path);
-            var sd = PyTorch.readReference(path);
+            var (model, _) = PyTorch.importModel(path, null, heads, decoderHeads, Microsoft.FSharp.Core.FSharpOption<bool>.Some(normPixLoss)).ToValueTuple();
             try
             {
-                var inferred = PyTorch.inferConfig(sd, heads, decoderHeads);
-                var config = new MaeConfig(inferred.Input, inferred.EmbedDim, inferred.Depth, inferred.Heads, inferred.DecoderEmbedDim,
-                    inferred.DecoderDepth, inferred.DecoderHeads, inferred.MlpRatio, inferred.Masking, normPixLoss, inferred.ClsToken,
-                    inferred.LearnedPosEmbed, inferred.Attention, inferred.EncoderInput);
-                var model = new MaskedAutoencoder(config);
-                try
-                {
-                    PyTorch.loadInto(model, sd);
-                    if (device is not null) model.to(Runtime.device(device));
-                    return new ImageMaeModel(model);
-                }
-                catch
-                {
-                    model.Dispose();
-                    throw;
-                }
+                if (device is not null) model.to(Runtime.device(device));
+                return new ImageMaeModel(model);
             }
-            finally
+            catch
             {
-                foreach (var (_, t) in sd) t.Dispose();
+                model.Dispose();
+                throw;
             }
         }
 

@@ -60,13 +60,10 @@ let create () =
                     Probe = { FewLabels.defaults.Probe with Epochs = parsed.GetValue probeEpochs }
                     Transform = transform }
             // K against the smallest class of the training split, before anything is trained
-            let counts = Array.zeroCreate<int> train.ClassNames.Length
-            for l in train.Labels() do
-                counts.[int l] <- counts.[int l] + 1
-            let smallest = Array.findIndex ((=) (Array.min counts)) counts
-            if options.LabelsPerClass > counts.[smallest] then
+            let smallest, count = Subsets.smallestClass train
+            if options.LabelsPerClass > count then
                 usage "--labels-per-class" options.LabelsPerClass
-                    (sprintf "at most %d, the training samples of the smallest class \"%s\"" counts.[smallest] train.ClassNames.[smallest])
+                    (sprintf "at most %d, the training samples of the smallest class \"%s\"" count train.ClassNames.[smallest])
             let r =
                 ui.Step(
                     sprintf "fine-tuning on %d labels per class (pretrained, from scratch, linear probe)" options.LabelsPerClass,

@@ -17,7 +17,7 @@ let private file (case: string) (name: string) = Path.Combine(goldenFolder.Value
 /// no convention for them).
 let private imported (case: string) (name: string) =
     let cfg = configOf (readCase case).Config AttentionKernel.Sdpa
-    PyTorch.importModel (file case name) (Some cfg) 0 0
+    PyTorch.importModel (file case name) (Some cfg) 0 0 None
 
 let tests =
     testList "pytorch weights" [
@@ -53,7 +53,7 @@ let tests =
             use model = model
             for target in [ "m.pth"; "m.safetensors" ] do
                 PyTorch.export (dir.File target) model false
-                let again, info = PyTorch.importModel (dir.File target) (Some model.Config) 0 0
+                let again, info = PyTorch.importModel (dir.File target) (Some model.Config) 0 0 None
                 use again = again
                 Expect.isTrue info.Decoder (target + ": the decoder is in the file")
                 for struct (n, p) in model.named_parameters() do

@@ -271,11 +271,14 @@ let loadInto (model: MaskedAutoencoder) (sd: (string * Tensor)[]) : Imported =
     { Tensors = target.Length; Decoder = decoderInFile }
 
 /// Reads a file (`readReference`), builds the image MAE it describes (`inferConfig`, or `config`
-/// when given) and loads it (`loadInto`). The caller disposes the model.
-let importModel (path: string) (config: MaeConfig option) (heads: int) (decoderHeads: int) : MaskedAutoencoder * Imported =
+/// when given; `normPixLoss`, which no weight records, when given) and loads it (`loadInto`). The
+/// caller disposes the model.
+let importModel (path: string) (config: MaeConfig option) (heads: int) (decoderHeads: int) (normPixLoss: bool option)
+                : MaskedAutoencoder * Imported =
     let sd = readReference path
     try
-        let cfg = match config with Some c -> MaeConfig.validate c | None -> inferConfig sd heads decoderHeads
+        let cfg = match config with Some c -> c | None -> inferConfig sd heads decoderHeads
+        let cfg = MaeConfig.validate (match normPixLoss with Some v -> { cfg with NormPixLoss = v } | None -> cfg)
         let model = new MaskedAutoencoder(cfg)
         try
             model, loadInto model sd
