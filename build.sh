@@ -35,7 +35,58 @@ has_glibcxx_3_4_32() {
   grep -aq 'GLIBCXX_3\.4\.32' "$lib"
 }
 
-# TorchSharp 0.107's libLibTorchSharp.so needs GLIBCXX_3.4.32 (libstdc++ of GCC 13+).
+# TorchSharp 0.107's libLibTorchSharp.so needs GLIBCXX_3.4.32 (libstdc++ of GCC 13+); Debian 12 has
+# GCC 12's. Debian 13's libstdc++6 needs glibc 2.38 for one symbol only (__isoc23_strtoul), and
+# Debian 13's libc6 breaks base-files (<< 13.3), so installing it the plain way upgrades ~27
+# packages and turns the machine into Debian 13. Instead, on Debian 12 as root, setup installs one
+# package: Debian 13's libstdc++6, downloaded through apt (signed), its one C23 symbol re-pointed to
+# the classic strtoul (setup/relink-libstdcxx.fsx) and its libc6 dependency lowered to 2.36,
+# rebuilt as libstdc++6 14.2.0-19~mae1. No apt source or pin is added; every other package,
+# base-files included, stays as it is. apt's simulation of the install is printed first.
+MAE_APT_DIR=${MAE_APT_DIR:-/var/cache/mae/apt-trixie}
+
+mae_apt() {
+  apt-get -o Dir::State::Lists="$MAE_APT_DIR/lists" -o Dir::Etc::SourceList="$MAE_APT_DIR/sources.list" \
+    -o Dir::Etc::SourceParts=/dev/null -o Dir::Cache="$MAE_APT_DIR/cache" -o APT::Sandbox::User=root "$@"
+}
+
+install_bookworm_libstdcxx() {
+  local work glibc deb pkgver
+  mkdir -p "$MAE_APT_DIR/lists/partial" "$MAE_APT_DIR/cache/archives/partial"
+  echo 'deb http://deb.debian.org/debian trixie main' > "$MAE_APT_DIR/sources.list"
+  log "apt-get update (Debian 13's package lists, in $MAE_APT_DIR only; the system's sources are untouched)"
+  mae_apt update -qq
+  work=$(mktemp -d)
+  log "apt-get download libstdc++6/trixie"
+  (cd "$work" && mae_apt download -qq libstdc++6/trixie) || { log "error: could not download Debian 13's libstdc++6"; exit 1; }
+  deb=$(ls "$work"/libstdc++6_*.deb)
+  dpkg-deb -R "$deb" "$work/pkg"
+  glibc=$(dpkg-query -W -f='${Version}' libc6 | sed -E 's/^([0-9]+\.[0-9]+).*/\1/')
+  local lib
+  lib=$(ls "$work"/pkg/usr/lib/x86_64-linux-gnu/libstdc++.so.6.0.*)
+  log "re-pointing symbols newer than glibc $glibc in $(basename "$lib")"
+  dotnet fsi "$ROOT/setup/relink-libstdcxx.fsx" "$lib" "$lib" "$glibc" >&2
+  pkgver=$(sed -n 's/^Version: //p' "$work/pkg/DEBIAN/control")~mae1
+  sed -i -E \
+    -e "s/^Version: .*/Version: $pkgver/" \
+    -e "s/^Depends: .*/Depends: libc6 (>= $glibc), libgcc-s1 (>= 4.3)/" \
+    -e "s/^(Description: .*)/\1 (Debian 13's, relinked for glibc $glibc by Mae's build.sh)/" \
+    "$work/pkg/DEBIAN/control"
+  (cd "$work/pkg" && find usr -type f -exec md5sum {} + > DEBIAN/md5sums)
+  mkdir -p /var/cache/mae
+  dpkg-deb -b -Zxz "$work/pkg" "/var/cache/mae/libstdc++6_${pkgver}_amd64.deb" >/dev/null
+  deb="/var/cache/mae/libstdc++6_${pkgver}_amd64.deb"
+  rm -rf "$work"
+  log "what apt will change (apt-get -s install $deb):"
+  apt-get -s install "$deb" 2>/dev/null | grep -E '^(Inst|Remv|Conf) |upgraded|newly installed' | sed 's/^/[build]   /' >&2
+  if apt-get -s install "$deb" 2>/dev/null | grep -E '^(Inst|Remv) ' | grep -vq '^Inst libstdc++6 '; then
+    log "error: apt would change more than libstdc++6; nothing was installed. Run: apt-get -s install $deb"
+    exit 1
+  fi
+  log "apt-get install $deb"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$deb" 2>&1 | grep -vE "^\(Reading database|^debconf: " >&2 || true
+}
+
 check_native_runtime() {
   if has_glibcxx_3_4_32; then
     return 0
@@ -47,29 +98,20 @@ check_native_runtime() {
     id=${ID:-}
     version=${VERSION_ID:-}
   fi
-  local fix_cmd
-  fix_cmd="echo 'deb http://deb.debian.org/debian trixie main' > /etc/apt/sources.list.d/mae-trixie.list && printf 'Package: *\nPin: release n=trixie\nPin-Priority: 100\n' > /etc/apt/preferences.d/mae-trixie && apt-get update && apt-get install -y -t trixie libstdc++6"
   if [ "$id" = "debian" ] && [ "$version" = "12" ] && [ "$(id -u)" = "0" ]; then
     log "libstdc++ lacks GLIBCXX_3.4.32, which TorchSharp 0.107's native library needs."
-    log "Installing libstdc++6 from Debian 13 (trixie); this brings Debian 13's libc6 with it."
-    log "An apt pin (priority 100) keeps every other package on Debian 12."
-    echo 'deb http://deb.debian.org/debian trixie main' > /etc/apt/sources.list.d/mae-trixie.list
-    printf 'Package: *\nPin: release n=trixie\nPin-Priority: 100\n' > /etc/apt/preferences.d/mae-trixie
-    log "apt-get update"
-    apt-get update -qq
-    log "apt-get install -y -t trixie libstdc++6"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t trixie libstdc++6 >&2
+    install_bookworm_libstdcxx
     if has_glibcxx_3_4_32; then
-      log "libstdc++ now provides GLIBCXX_3.4.32."
+      log "libstdc++ now provides GLIBCXX_3.4.32; /etc/os-release still says: $(. /etc/os-release; echo "$PRETTY_NAME")"
       return 0
     fi
-    log "error: libstdc++6 from Debian 13 was installed but GLIBCXX_3.4.32 is still missing."
+    log "error: the rebuilt libstdc++6 was installed but GLIBCXX_3.4.32 is still missing."
     exit 1
   fi
   log "error: libstdc++ ($(libstdcxx_path)) lacks GLIBCXX_3.4.32, needed by TorchSharp 0.107 (libstdc++ of GCC 13 or newer)."
   if [ "$id" = "debian" ] && [ "$version" = "12" ]; then
-    log "On Debian 12, run as root:"
-    log "  $fix_cmd"
+    log "On Debian 12, run this once as root (sudo ./build.sh setup): it installs Debian 13's libstdc++6,"
+    log "relinked for Debian 12's glibc, and changes no other package."
   else
     log "Install a libstdc++6 from GCC 13 or newer (Debian 13 and Ubuntu 24.04 have one), then run this again."
   fi
