@@ -165,6 +165,7 @@ run_tests() {
     if "$@"; then total_passed=$((total_passed + 1)); else log "error: $name failed"; total_failed=$((total_failed + 1)); fi
   }
   run_check "examples/CSharpQuickStart on the MNIST fixture" csharp_quickstart
+  run_check "examples/CSharpQuickStart video (Moving-MNIST from the fixture's digits)" csharp_video
   if run_check "pack Mae.Core and Mae into a local feed" local_feed; then
     run_check "consumer of the NuGet packages from a local feed" consumer_check
     run_check "F# scripts (examples/*.fsx) on the local feed" fsx_scripts
@@ -182,6 +183,17 @@ csharp_quickstart() {
   dir=$(mktemp -d)
   (cd "$dir" && dotnet run --project "$ROOT/examples/CSharpQuickStart" -c "$CONFIG" --no-build -- 1 "$ROOT/tests/fixtures/mnist-small") || rc=$?
   [ $rc -eq 0 ] && [ -s "$dir/reconstruction.png" ] || rc=1
+  rm -rf "$dir"
+  return $rc
+}
+
+# The C# video example, 1 epoch on 256 Moving-MNIST clips of the fixture's digits.
+csharp_video() {
+  local dir rc=0 out
+  dir=$(mktemp -d)
+  out=$(cd "$dir" && dotnet run --project "$ROOT/examples/CSharpQuickStart" -c "$CONFIG" --no-build -- video 1 "$ROOT/tests/fixtures/mnist-small" 256 2>&1) || rc=$?
+  echo "$out" | tail -n 2
+  [ $rc -eq 0 ] && echo "$out" | grep -q "video: linear-probe accuracy" || rc=1
   rm -rf "$dir"
   return $rc
 }

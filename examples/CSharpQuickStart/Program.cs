@@ -1,8 +1,15 @@
 // Pretrain a masked autoencoder on MNIST from C#, then probe its encoder.
 // Usage: CSharpQuickStart [EPOCHS] [IDX-FOLDER]   (no folder: MNIST is fetched once and cached)
 //        CSharpQuickStart EPOCHS IMAGE-FOLDER     (class folders of PNG/JPEG files: ImageFolderExample.cs)
+//        CSharpQuickStart video EPOCHS [IDX-FOLDER [CLIPS]]   (Moving-MNIST clips: VideoExample.cs)
 using Mae;
 
+if (args.Length > 0 && args[0] == "video")
+{
+    using var digits = args.Length > 2 ? ImageSplits.LoadIdxFolder(args[2]) : ImageSplits.LoadMnist(log: Console.WriteLine);
+    VideoExample.Run(digits, args.Length > 1 ? int.Parse(args[1]) : 10, args.Length > 3 ? int.Parse(args[3]) : 20000);
+    return;
+}
 int epochs = args.Length > 0 ? int.Parse(args[0]) : 5;
 if (args.Length > 1 && !Directory.EnumerateFiles(args[1], "train-images*").Any())
 {

@@ -13,6 +13,8 @@ namespace Mae
         RandomShared,
         /// <summary>BEiT-style rectangles on the patch grid.</summary>
         BlockWise,
+        /// <summary>Tube masking (VideoMAE): one spatial mask per clip, the same in every time slot.</summary>
+        Tube,
     }
 
     /// <summary>How attention is computed (same result, different speed).</summary>
@@ -54,7 +56,7 @@ namespace Mae
     }
 
     /// <summary>
-    /// Builds an image masked autoencoder. Immutable: each call returns a new builder.
+    /// Builds a masked autoencoder (images, video). Immutable: each call returns a new builder.
     /// <code>
     /// using var mae = MaeBuilder.ForImages(imageSize: 28, patchSize: 7, channels: 1)
     ///     .MaskRatio(0.75).Encoder(e => e.Width(128).Depth(4).Heads(4))
@@ -87,13 +89,52 @@ namespace Mae
                 0, null);
 
         /// <summary>
+        /// Video clips [N, C, T, H, W] of <paramref name="frames"/> square frames of
+        /// <paramref name="frameSize"/> pixels, cut into tubelets of <paramref name="tubeletSize"/>
+        /// frames × <paramref name="patchSize"/>² pixels (VideoMAE: 16 frames, 224, 2, 16), with the
+        /// tiny video preset's encoder (128 × 4) and decoder (128 × 1) until changed, tube masking
+        /// at 90%, no cls token and VideoMAE's sinusoid positions. Sizes are checked by
+        /// <see cref="Build"/>: frames must be a multiple of the tubelet length and the frame size of
+        /// the patch size.
+        /// </summary>
+        public static MaeBuilder ForVideo(int frames, int frameSize, int tubeletSize = 2, int patchSize = 16, int channels = 3) =>
+            ForVideo(frames, frameSize, frameSize, tubeletSize, patchSize, patchSize, channels);
+
+        /// <summary>Video clips with frames of any shape cut into (possibly rectangular) tubelets.</summary>
+        public static MaeBuilder ForVideo(int frames, int frameHeight, int frameWidth, int tubeletSize, int patchHeight, int patchWidth, int channels) =>
+            new(MaeConfigModule.withVideo(frames, frameHeight, frameWidth, tubeletSize, patchHeight, patchWidth, channels, MaeConfigModule.videoTiny),
+                0, null);
+
+        /// <summary>
+        /// A preset of <paramref name="modality"/> ("image" or "video") by name: for images
+        /// <see cref="MaeBuilder.FromPreset(string)"/>'s; for video tiny (8 grey 48×48 frames, tubelet 2×8×8)
+        /// and VideoMAE's small, base, large, huge (16 RGB frames of 224×224, tubelet 2×16×16, their
+        /// decoders). Throws <see cref="ArgumentException"/> naming <c>preset</c> or
+        /// <c>modality</c> for another name.
+        /// </summary>
+        public static MaeBuilder FromPreset(string modality, string preset) => new(MaeConfigModule.ofModality(modality, preset), 0, null);
+
+        /// <summary>Video models: VideoMAE's 1D sinusoid table (default), or a 3D sin-cos table when true.</summary>
+        public MaeBuilder SinCos3dPositions(bool enabled = true)
+        {
+            if (!_config.Input.IsVideo)
+                throw new InvalidOperationException($"SinCos3dPositions applies to video models; this builder is for {_config.Modality}.");
+            var v = _config.Video;
+            var input = Modality.NewVideo(new VideoInput(v.Frames, v.FrameSize, v.TubeletSize, v.PatchSize, v.Channels,
+                enabled ? VideoPositions.SinCos3d : VideoPositions.Sinusoid));
+            var c = _config;
+            return With(new MaeConfig(input, c.EmbedDim, c.Depth, c.Heads, c.DecoderEmbedDim, c.DecoderDepth, c.DecoderHeads,
+                c.MlpRatio, c.Masking, c.NormPixLoss, c.ClsToken, c.LearnedPosEmbed, c.Attention, c.EncoderInput));
+        }
+
+        /// <summary>
         /// A preset by name: tiny (28×28 grey, patch 7), base, large, huge (224×224 RGB, the MAE
         /// paper's ViT shapes). Throws <see cref="ArgumentException"/> naming <c>preset</c> for
         /// another name.
         /// </summary>
         public static MaeBuilder FromPreset(string preset) => new(MaeConfigModule.ofName(preset), 0, null);
 
-        /// <summary>The preset names <see cref="FromPreset"/> accepts.</summary>
+        /// <summary>The image preset names <see cref="FromPreset(string)"/> accepts.</summary>
         public static IReadOnlyList<string> PresetNames => MaeConfigModule.names.ToArray();
 
         /// <summary>Share of tokens hidden during pretraining, in [0, 1).</summary>
@@ -104,6 +145,7 @@ namespace Mae
         {
             MaskingKind.RandomShared => MaskingStrategy.NewRandomShared(ratio),
             MaskingKind.BlockWise => MaskingStrategy.NewBlockWise(ratio),
+            MaskingKind.Tube => MaskingStrategy.NewTube(ratio),
             _ => MaskingStrategy.NewRandomPerSample(ratio),
         }));
 
@@ -174,7 +216,7 @@ namespace Mae
         }
 
         private static MaskingKind KindOf(MaskingStrategy m) =>
-            m.IsRandomShared ? MaskingKind.RandomShared : m.IsBlockWise ? MaskingKind.BlockWise : MaskingKind.Random;
+            m.IsRandomShared ? MaskingKind.RandomShared : m.IsBlockWise ? MaskingKind.BlockWise : m.IsTube ? MaskingKind.Tube : MaskingKind.Random;
 
         private MaeConfig Copy(
             int? embedDim = null, int? depth = null, int? heads = null, int? decoderEmbedDim = null,

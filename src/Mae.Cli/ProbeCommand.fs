@@ -28,7 +28,8 @@ let create () =
     let seed =
         create "--seed" "Seed of the random-init encoder and of the probe (0, like mae pretrain's default, gives the pretrained model's own initial weights)." (Some 0L)
     let trainLimit, testLimit, device, threads, json = trainLimit (), testLimit (), device (), threads (), json ()
-    for o in [ checkpoint :> Option; modality; data; probeEpochs; batchSize; seed; trainLimit; testLimit; device; threads; json ] do
+    let stride = frameStride ()
+    for o in [ checkpoint :> Option; modality; data; probeEpochs; batchSize; seed; trainLimit; testLimit; device; threads; json; stride ] do
         cmd.Options.Add o
     cmd.SetAction(
         action (fun parsed ->
@@ -39,7 +40,7 @@ let create () =
             let seed = parsed.GetValue seed
             let options = { Probe.defaultLinearOptions with Epochs = parsed.GetValue probeEpochs; Seed = seed }
             // an image folder is read on demand at the model's size: only the features are held in memory
-            let data = evaluationData ui (parsed.GetValue data) (parsed.GetValue trainLimit) (parsed.GetValue testLimit) meta.Config
+            let data = evaluationData ui (parsed.GetValue data) (parsed.GetValue trainLimit) (parsed.GetValue testLimit) (parsed.GetValue stride) meta.Config
             let loader = LoaderOptions.evaluation (parsed.GetValue batchSize) data.Transform
             let classes, trainCount, testCount = data.Classes, data.Train.Count, data.Test.Count
             let probeOf features = Probe.linearOnData options classes features dev loader data.Train data.Test

@@ -16,7 +16,7 @@ let create () =
     let cmd =
         Command(
             "reconstruct",
-            "Write a PNG with one row per test image: the original, the masked input (hidden patches grey) and the checkpoint's reconstruction. "
+            "Write a PNG of the first --count test samples: for images one row each with the original, the masked input (hidden patches grey) and the checkpoint's reconstruction; for video a strip of frames, those three rows per clip. "
             + "Exit codes: 0 done, 1 failure (e.g. the checkpoint does not exist), 2 bad arguments."
         )
     let checkpoint, modality, data = checkpoint (), modality (), data ()
@@ -25,7 +25,8 @@ let create () =
     let count = positive "--count" "How many test images (the first ones)." 8
     let seed = create "--seed" "Seed of the masks." (Some 123L)
     let device, json = device (), json ()
-    for o in [ checkpoint :> Option; modality; data; out; count; seed; device; json ] do
+    let stride = frameStride ()
+    for o in [ checkpoint :> Option; modality; data; out; count; seed; device; json; stride ] do
         cmd.Options.Add o
     cmd.SetAction(
         action (fun parsed ->
@@ -35,15 +36,29 @@ let create () =
             let png = Path.GetFullPath(parsed.GetValue out)
             let model, meta = Checkpoint.loadModel path dev
             use model = model
-            // one training image is enough: only the test split is drawn
-            let _, test, toUnit = loadData ui (parsed.GetValue data) 1 (parsed.GetValue count) meta.Config.Image.ImageSize
-            checkFits meta.Config test
-            let k = min (parsed.GetValue count) test.Count
             use generator = new Generator(uint64 (parsed.GetValue seed), torch.CPU)
-            ui.Step(
-                "reconstructing",
-                fun () -> Visualize.reconstruction png model generator toUnit (test.Images.narrow(0L, 0L, int64 k))
-            )
+            let k =
+                match meta.Config.Input with
+                | Video video ->
+                    let _, test = videoData ui (parsed.GetValue data) video (parsed.GetValue stride) 1 (parsed.GetValue count)
+                    let k = min (parsed.GetValue count) test.Count
+                    ui.Step(
+                        "reconstructing",
+                        fun () ->
+                            use clips = torch.stack([| for i in 0 .. k - 1 -> (test.Read i).Input |], 0L)
+                            Visualize.reconstruction png model generator id clips
+                    )
+                    k
+                | Image _ ->
+                    // one training image is enough: only the test split is drawn
+                    let _, test, toUnit = loadData ui (parsed.GetValue data) 1 (parsed.GetValue count) meta.Config.Image.ImageSize
+                    checkFits meta.Config test
+                    let k = min (parsed.GetValue count) test.Count
+                    ui.Step(
+                        "reconstructing",
+                        fun () -> Visualize.reconstruction png model generator toUnit (test.Images.narrow(0L, 0L, int64 k))
+                    )
+                    k
             ui.Summary(
                 "reconstruction",
                 [ "png", png; "images", string k; "mask ratio", sprintf "%g" meta.Config.MaskRatio; "checkpoint", path ]

@@ -32,14 +32,24 @@ let lossCases =
         return { N = n; L = l; P = p; HiddenShare = share; ForceHidden = force; Forced = forced; Seed = seed }
     }
 
-/// A loss under test and whether it normalises the target per token.
-type LossUnderTest = { Name: string; Loss: Losses.ReconstructionLoss; NormPix: bool }
+/// How a loss under test normalises the target: not at all, per token (MAE: eps inside the
+/// square root), or per token and channel with one channel (VideoMAE: eps on the std).
+type TargetNorm =
+    | Raw
+    | NormPix
+    | PerChannel
+
+/// A loss under test and how it normalises the target.
+type LossUnderTest = { Name: string; Loss: Losses.ReconstructionLoss; Norm: TargetNorm }
 
 let losses =
-    [ { Name = "maskedMse"; Loss = Losses.maskedMse; NormPix = false }
-      { Name = "maskedL1"; Loss = Losses.maskedL1; NormPix = false }
-      { Name = "withNormPix maskedMse"; Loss = Losses.withNormPix Losses.normPixEps Losses.maskedMse; NormPix = true }
-      { Name = "withNormPix maskedL1"; Loss = Losses.withNormPix Losses.normPixEps Losses.maskedL1; NormPix = true } ]
+    [ { Name = "maskedMse"; Loss = Losses.maskedMse; Norm = Raw }
+      { Name = "maskedL1"; Loss = Losses.maskedL1; Norm = Raw }
+      { Name = "withNormPix maskedMse"; Loss = Losses.withNormPix Losses.normPixEps Losses.maskedMse; Norm = NormPix }
+      { Name = "withNormPix maskedL1"; Loss = Losses.withNormPix Losses.normPixEps Losses.maskedL1; Norm = NormPix }
+      { Name = "withPerChannelNorm maskedMse"
+        Loss = Losses.withPerChannelNorm 1 Losses.perChannelNormEps Losses.maskedMse
+        Norm = PerChannel } ]
 
 let private shape (c: LossCase) = [| int64 c.N; int64 c.L; int64 c.P |]
 
@@ -53,7 +63,10 @@ let private targetAndMask (c: LossCase) =
 
 /// What a perfect prediction is: the target, or its norm-pix version.
 let private perfect (lut: LossUnderTest) (target: Tensor) =
-    if lut.NormPix then Losses.normPixTarget Losses.normPixEps target else target
+    match lut.Norm with
+    | Raw -> target
+    | NormPix -> Losses.normPixTarget Losses.normPixEps target
+    | PerChannel -> Losses.perChannelNormTarget 1 Losses.perChannelNormEps target
 
 let private hiddenTokens (mask: Tensor) (c: LossCase) =
     mask.to_type(ScalarType.Bool).unsqueeze(-1L).expand(shape c)
@@ -115,12 +128,13 @@ let matchesDefinition (lut: LossUnderTest) (c: LossCase) =
     for i in 0 .. c.N * c.L - 1 do
         if m.[i] = 1.0 then
             let tok = t.[i * c.P .. i * c.P + c.P - 1]
+            let mean = Array.average tok
+            let var = (tok |> Array.sumBy (fun v -> (v - mean) ** 2.0)) / float (c.P - 1)
             let tok =
-                if lut.NormPix then
-                    let mean = Array.average tok
-                    let var = (tok |> Array.sumBy (fun v -> (v - mean) ** 2.0)) / float (c.P - 1)
-                    tok |> Array.map (fun v -> (v - mean) / sqrt (var + Losses.normPixEps))
-                else tok
+                match lut.Norm with
+                | Raw -> tok
+                | NormPix -> tok |> Array.map (fun v -> (v - mean) / sqrt (var + Losses.normPixEps))
+                | PerChannel -> tok |> Array.map (fun v -> (v - mean) / (sqrt var + Losses.perChannelNormEps))
             total <- total + (Array.init c.P (fun k -> err (p.[i * c.P + k] - tok.[k])) |> Array.average)
             count <- count + 1.0
     let expected = if count = 0.0 then 0.0 else total / count
@@ -158,6 +172,47 @@ let normPixStatistics (c: NormCase) =
         Expect.isLessThan (value (mean.abs().max())) 1e-3 "largest |per-token mean|"
         Expect.isLessThan (value ((var - 1.0).abs().max())) 1e-3 "largest |per-token variance - 1|"
 
+/// Per-channel target (VideoMAE): for each token and each channel c of a channel-last vector
+/// (Q values per channel), mean ~ 0 and unbiased std ~ 1; a constant token gives finite values.
+let perChannelStatistics (c: NormCase, channels: int) =
+    use _ = torch.NewDisposeScope()
+    let q = max 2 (c.P / channels)
+    let p = q * channels
+    let x = randn c.Seed [| int64 c.N; int64 c.L; int64 p |] * c.Scale + c.Offset
+    // channels on their own scales, so that one set of statistics per token would not do
+    let x = x * torch.arange(1L, int64 channels + 1L, dtype = ScalarType.Float32).repeat(int64 q) * 3.0
+    x.[0L, 0L] <- torch.tensor(float32 c.Offset)
+    let y = (Losses.perChannelNormTarget channels Losses.perChannelNormEps x).to_type(ScalarType.Float64)
+    expectShape y [ int64 c.N; int64 c.L; int64 p ] "per-channel target"
+    Expect.isTrue (y.isfinite().all().item<bool>()) "finite values"
+    let split (t: Tensor) = t.reshape(int64 c.N, int64 c.L, int64 q, int64 channels)
+    let inputVar = (split (x.to_type(ScalarType.Float64))).var(2L, unbiased = true, keepdim = false)
+    let nonTrivial = inputVar.gt((1e-2).ToScalar())
+    let mean = (split y).mean([| 2L |]).masked_select(nonTrivial)
+    let std = (split y).std(2L, unbiased = true, keepdim = false).masked_select(nonTrivial)
+    if mean.numel() > 0L then
+        Expect.isLessThan (value (mean.abs().max())) 1e-3 "largest |per-token, per-channel mean|"
+        Expect.isLessThan (value ((std - 1.0).abs().max())) 1e-3 "largest |per-token, per-channel std - 1|"
+
+/// The video model's objective (Build.objective of a video configuration: per-channel norm-pix
+/// MSE over C = 3 channels) ignores the predictions at visible tokens: same loss, zero gradient.
+let videoObjectiveIgnoresVisible (c: LossCase) =
+    use _ = torch.NewDisposeScope()
+    let config = MaeConfig.withVideo 4 (8, 8) 2 (4, 4) 3 MaeConfig.videoTiny
+    let objective = Build.objective config
+    let p = int64 config.Video.TubeletDim
+    let c = { c with P = int p }
+    let target, mask = targetAndMask c
+    let pred = (randn (c.Seed + 1L) (shape c)).requires_grad_(true)
+    let input = { Batch = null; Target = target; Pred = pred; Mask = mask; Latent = null }
+    let loss = Objective.loss objective input
+    loss.backward()
+    let hidden = hiddenTokens mask c
+    Expect.isTrue ((eqScalar (pred.grad.masked_select(hidden.logical_not())) 0.0).all().item<bool>()) "gradient at visible tokens is exactly 0"
+    use _ = torch.no_grad()
+    let changed = torch.where(hidden, pred, randn (c.Seed + 2L) (shape c) * 10.0)
+    expectEqual (Objective.loss objective { input with Pred = changed }) (Objective.loss objective { input with Pred = pred }) "loss after changing visible predictions"
+
 /// One value per token has no unbiased variance: the norm-pix target refuses it (instead of NaN).
 let normPixNeedsTwoValues (n: int, l: int) =
     use _ = torch.NewDisposeScope()
@@ -178,5 +233,7 @@ let tests =
                 property "matches its definition" lossCases (matchesDefinition lut)
             ]
         yield property "norm-pix target: per-token mean 0, variance 1" normCases normPixStatistics
+        yield property "per-channel target (VideoMAE): per-token, per-channel mean 0, std 1" (Gen.zip normCases (Gen.choose (1, 3))) perChannelStatistics
+        yield property "the video objective ignores predictions at visible tokens" lossCases videoObjectiveIgnoresVisible
         yield propertyN 10 "norm-pix target refuses tokens of one value" (Gen.zip (Gen.choose (1, 3)) (Gen.choose (1, 5))) normPixNeedsTwoValues
     ]

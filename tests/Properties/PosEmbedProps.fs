@@ -146,8 +146,23 @@ let tubeKeepsOnePerSlot (slots: int, s: int, ratio: float, seed: int64) =
     Expect.isGreaterThanOrEqual keepS 1 "S - int(r * S) keeps at least one token per slot"
     Expect.equal m.IdsKeep.shape.[1] (int64 (slots * keepS)) "kept tokens: slots * (S - int(r * S))"
 
+/// VideoMAE's sinusoid table (get_sinusoid_encoding_table) written out: angle = pos /
+/// 10000^(2*(j/2)/D), sin on even columns, cos on odd ones.
+let sinusoidMatchesVideoMae (d: int, length: int) =
+    use _ = torch.NewDisposeScope()
+    let table = PosEmbed.sinusoid d length
+    let expected =
+        [| for pos in 0 .. length - 1 ->
+               Array.init d (fun j ->
+                   let angle = float pos / Math.Pow(10000.0, float (2 * (j / 2)) / float d)
+                   if j % 2 = 0 then sin angle else cos angle) |]
+    expectShape table [ int64 length; int64 d ] "sinusoid table"
+    Expect.equal table.dtype ScalarType.Float32 "dtype"
+    expectCloseToFormula table 0 expected "sinusoid"
+
 let tests =
     testList "positions and guards" [
+        property "sinusoid: VideoMAE's interleaved sin/cos table" (Gen.zip (Gen.choose (1, 40)) (Gen.choose (1, 30))) sinusoidMatchesVideoMae
         property "tube: a ratio just below 1 still keeps S - int(r * S) >= 1 per slot" tubeNearOneCases tubeKeepsOnePerSlot
         for kind in [ "random"; "randomShared"; "block" ] do
             property (sprintf "%s: a ratio hiding every token raises ArgumentException naming maskRatio" kind)

@@ -110,3 +110,29 @@ let repoRoot =
 
 /// A committed fixture under tests/fixtures.
 let fixturePath (name: string) = Path.Combine(repoRoot.Value, "tests", "fixtures", name)
+
+/// Makes short clips with ffmpeg's test sources (no data from outside): `spec` lists
+/// (relative path, lavfi source, extra output arguments). Fails the test when ffmpeg is missing
+/// (./build.sh setup installs it).
+let makeClips (root: string) (spec: (string * string * string) list) =
+    for rel, source, extra in spec do
+        let path = Path.Combine(root, rel)
+        Directory.CreateDirectory(Path.GetDirectoryName path) |> ignore
+        let psi = Diagnostics.ProcessStartInfo("ffmpeg", sprintf "-v error -y -f lavfi -i %s %s %s" source extra path)
+        psi.RedirectStandardError <- true
+        use p = Diagnostics.Process.Start psi
+        let err = p.StandardError.ReadToEnd()
+        p.WaitForExit()
+        if p.ExitCode <> 0 then failwithf "ffmpeg could not make %s: %s" path err
+
+/// Two classes of short clips: moving test patterns and colour bars, in four containers.
+let videoFolder (root: string) =
+    makeClips root
+        [ "moving/a.mp4", "testsrc=size=64x48:rate=10", "-t 1.6 -pix_fmt yuv420p"
+          "moving/b.webm", "testsrc=size=80x60:rate=10", "-t 1.6"
+          "moving/c.avi", "testsrc=size=64x48:rate=10", "-t 1.6"
+          "moving/d.mkv", "testsrc=size=64x48:rate=10", "-t 1.6 -c:v ffv1"
+          "bars/a.mp4", "smptebars=size=64x48:rate=10", "-t 1.6 -pix_fmt yuv420p"
+          "bars/b.webm", "smptehdbars=size=80x60:rate=10", "-t 1.6"
+          "bars/c.avi", "smptebars=size=64x48:rate=10", "-t 1.6"
+          "bars/d.mkv", "rgbtestsrc=size=64x48:rate=10", "-t 1.6 -c:v ffv1" ]

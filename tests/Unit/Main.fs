@@ -24,6 +24,7 @@ let main argv =
             DataTests.tests
             ImageFolderTests.tests
             VisualizeTests.tests
+            VideoTests.tests
             ReadmeTests.tests
             CSharpFacadeTests.tests
             CliTests.tests

@@ -43,6 +43,14 @@ let markedRegion (source: string) =
 
 let tests =
     testList "readme" [
+        testCase "README's F# video example equals the marked region of tests/Unit/VideoTests.fs (which runs it)" <| fun () ->
+            let root = repoRoot (DirectoryInfo AppContext.BaseDirectory)
+            let readme = lines (File.ReadAllText(Path.Combine(root, "README.md")))
+            let marker = readme |> Array.findIndex (fun l -> l.StartsWith "<!-- video-fsharp")
+            let start = Array.FindIndex(readme, marker, fun l -> l = "```fsharp") + 1
+            let stop = Array.FindIndex(readme, start, fun l -> l = "```")
+            let region = markedRegion (File.ReadAllText(Path.Combine(root, "tests", "Unit", "VideoTests.fs")))
+            Expect.sequenceEqual readme.[start .. stop - 1] region "README's F# video block and VideoTests.fs's region differ"
         testCase "README's F# example equals examples/QuickStart/Program.fs (which the build compiles)" <| fun () ->
             let root = repoRoot (DirectoryInfo AppContext.BaseDirectory)
             let snippet = readmeSnippet (File.ReadAllText(Path.Combine(root, "README.md")))
@@ -53,7 +61,8 @@ let tests =
             let root = repoRoot (DirectoryInfo AppContext.BaseDirectory)
             let blocks = csharpBlocks (File.ReadAllText(Path.Combine(root, "README.md")))
             let region (file: string) = markedRegion (File.ReadAllText(Path.Combine(root, "examples", "CSharpQuickStart", file)))
-            Expect.equal blocks.Length 2 "two C# examples: in memory and an image folder"
+            Expect.equal blocks.Length 3 "three C# examples: in memory, an image folder, video"
             Expect.sequenceEqual blocks.[0] (region "Program.cs") "README's first C# block and CSharpQuickStart/Program.cs differ"
             Expect.sequenceEqual blocks.[1] (region "ImageFolderExample.cs") "README's second C# block and ImageFolderExample.cs differ"
+            Expect.sequenceEqual blocks.[2] (region "VideoExample.cs") "README's third C# block and VideoExample.cs differ"
     ]

@@ -172,24 +172,49 @@ module ImageFile =
         use chw = p.contiguous() // [C, H, W] bytes
         chw.to_type(ScalarType.Float32).div_(255.0.ToScalar())
 
-/// The images of a class-folder tree, read on demand: sample i is Files[i] with label Labels[i].
-/// Built by the ImageFolder functions; every file is decoded to `Channels` channels.
-type ImageFolderDataset internal (root: string, files: string[], labels: int[], classNames: string[], channels: int) =
+/// What a class-folder tree holds: the files it reads (by name ending), how many channels a file
+/// has and how a file becomes a sample. Images (ImageFile) and video clips (VideoFile) are kinds.
+type FileKind =
+    { /// What a file is called in messages ("image", "video").
+      Name: string
+      /// The file name endings read (compared ignoring case).
+      Extensions: string[]
+      /// The channels of a file (InvalidDataException naming it when it cannot be read).
+      Channels: string -> int
+      /// A file -> its sample tensor with that many channels (InvalidDataException naming it).
+      Read: string -> int -> Tensor }
+
+    /// Whether `path` is a file of this kind (by its ending; hidden files left out).
+    member k.Matches(path: string) =
+        let name = Path.GetFileName path
+        not (name.StartsWith ".") && k.Extensions |> Array.exists (fun e -> name.EndsWith(e, StringComparison.OrdinalIgnoreCase))
+
+module FileKind =
+    /// PNG/JPEG images, read by ImageFile as [C, H, W] in [0, 1].
+    let image = { Name = "image"; Extensions = ImageFile.extensions; Channels = ImageFile.channels; Read = ImageFile.read }
+
+/// The files of a class-folder tree, read on demand: sample i is Files[i] with label Labels[i].
+/// Built by the ImageFolder functions; every file is read with `Channels` channels by its kind
+/// (images by default; VideoFolder for clips).
+type ImageFolderDataset internal (root: string, files: string[], labels: int[], classNames: string[], channels: int, kind: FileKind) =
+    internal new(root, files, labels, classNames, channels) = ImageFolderDataset(root, files, labels, classNames, channels, FileKind.image)
     /// The folder the class folders are in.
     member _.Root = root
-    /// The image files, class by class (classes sorted by name), files sorted by relative path.
+    /// The files, class by class (classes sorted by name), files sorted by relative path.
     member _.Files: string[] = Array.copy files
     /// The label of each file (index into ClassNames).
     member _.Labels: int[] = Array.copy labels
+    /// What the files are and how they are read.
+    member _.Kind = kind
     member _.Subset(indices: int[]) =
-        ImageFolderDataset(root, indices |> Array.map (fun i -> files.[i]), indices |> Array.map (fun i -> labels.[i]), classNames, channels)
+        ImageFolderDataset(root, indices |> Array.map (fun i -> files.[i]), indices |> Array.map (fun i -> labels.[i]), classNames, channels, kind)
     interface IDataset with
         member _.Count = files.Length
         member _.Channels = channels
         member _.ClassNames = Array.copy classNames
         member _.Read index =
             if index < 0 || index >= files.Length then Guard.fail "index" index (sprintf "a sample index in [0, %d)" files.Length)
-            { Input = ImageFile.read files.[index] channels; Label = int64 labels.[index] }
+            { Input = kind.Read files.[index] channels; Label = int64 labels.[index] }
         member _.Describe index = files.[index]
         member _.Labels() = labels |> Array.map int64
 
@@ -208,89 +233,97 @@ module ImageFolder =
         |> Array.filter (fun d -> not ((Path.GetFileName d).StartsWith "."))
         |> Array.sortWith (fun a b -> String.CompareOrdinal(Path.GetFileName a, Path.GetFileName b))
 
-    let private requireFolder (folder: string) =
+    let private requireFolder (kind: FileKind) (folder: string) =
         Guard.notNull "folder" folder
         if not (Directory.Exists folder) then
-            raise (DirectoryNotFoundException(sprintf "image folder %s does not exist." folder))
+            raise (DirectoryNotFoundException(sprintf "%s folder %s does not exist." kind.Name folder))
+
+    let private classNamesOf (kind: FileKind) (folder: string) =
+        requireFolder kind folder
+        let names = visibleDirs folder |> Array.map Path.GetFileName
+        if names.Length = 0 then
+            raise (
+                InvalidDataException(
+                    sprintf "%s folder %s has no class folders (expected %s/CLASS/*%s)." kind.Name folder folder (String.Join("|", kind.Extensions))
+                )
+            )
+        names
 
     /// The class names of DIR: its sub-folders sorted by name (ordinal, as Python's sorted),
     /// hidden ones (".name") left out. InvalidDataException naming DIR if it has none.
-    let classNames (folder: string) =
-        requireFolder folder
-        let names = visibleDirs folder |> Array.map Path.GetFileName
-        if names.Length = 0 then
-            raise (InvalidDataException(sprintf "image folder %s has no class folders (expected %s/CLASS/*.png|jpg|jpeg)." folder folder))
-        names
+    let classNames (folder: string) = classNamesOf FileKind.image folder
 
-    /// The image files of one class folder (searched recursively, as torchvision), sorted.
-    let private imagesOf (classDir: string) =
+    /// The files of one class folder (searched recursively, as torchvision), sorted.
+    let private filesOf (kind: FileKind) (classDir: string) =
         let files =
             Directory.EnumerateFiles(classDir, "*", SearchOption.AllDirectories)
-            |> Seq.filter ImageFile.isImage
+            |> Seq.filter kind.Matches
             |> Seq.sortWith (fun a b -> String.CompareOrdinal(a, b))
             |> Array.ofSeq
         if files.Length = 0 then
-            raise (InvalidDataException(sprintf "class folder %s holds no image (no %s file)." classDir (String.concat ", " ImageFile.extensions)))
+            raise (InvalidDataException(sprintf "class folder %s holds no %s (no %s file)." classDir kind.Name (String.concat ", " kind.Extensions)))
         files
 
     /// The channels of a set of files: those of the first whose header reads.
-    let private firstChannels (folder: string) (files: string[]) =
+    let private firstChannels (kind: FileKind) (folder: string) (files: string[]) =
         let rec go i (firstError: exn) =
             if i = files.Length then
-                raise (InvalidDataException(sprintf "no file in %s could be read as an image (first error: %s)" folder firstError.Message, firstError))
+                raise (InvalidDataException(sprintf "no file in %s could be read as %s %s (first error: %s)" folder (if kind.Name.StartsWith "i" then "an" else "a") kind.Name firstError.Message, firstError))
             else
-                try ImageFile.channels files.[i]
+                try kind.Channels files.[i]
                 with :? InvalidDataException as e -> go (i + 1) (if isNull firstError then e :> exn else firstError)
         go 0 null
 
     /// DIR/CLASS/* with the given class list (label = index in `classes`); a class folder of
     /// DIR not in `classes` is an error, a class of `classes` missing from DIR is allowed.
-    let private openWith (folder: string) (classes: string[]) (channels: int) =
-        let present = classNames folder
+    let private openWith (kind: FileKind) (folder: string) (classes: string[]) (channels: int) =
+        let present = classNamesOf kind folder
         match present |> Array.tryFind (fun c -> not (Array.contains c classes)) with
         | Some extra ->
             raise (InvalidDataException(sprintf "class folder %s is not among the training classes [%s]." (Path.Combine(folder, extra)) (String.concat ", " classes)))
         | None -> ()
-        let perClass = present |> Array.map (fun c -> Array.IndexOf(classes, c), imagesOf (Path.Combine(folder, c)))
+        let perClass = present |> Array.map (fun c -> Array.IndexOf(classes, c), filesOf kind (Path.Combine(folder, c)))
         let files = perClass |> Array.collect snd
         let labels = perClass |> Array.collect (fun (k, fs) -> Array.create fs.Length k)
-        let channels = if channels > 0 then channels else firstChannels folder files
-        ImageFolderDataset(folder, files, labels, classes, channels)
+        let channels = if channels > 0 then channels else firstChannels kind folder files
+        ImageFolderDataset(folder, files, labels, classes, channels, kind)
+
+    let private openClassesOf (kind: FileKind) (folder: string) (channels: int) =
+        if channels <> 0 && channels <> 1 && channels <> 3 then Guard.fail "channels" channels "0 (from the files), 1 or 3"
+        openWith kind folder (classNamesOf kind folder) channels
 
     /// DIR/CLASS/*.png|jpg|jpeg as torchvision's ImageFolder: classes sorted by name, label =
     /// index. `channels`: 1 or 3, or 0 = those of the first image (grey -> 1, RGB -> 3, alpha
     /// dropped); a file with other channels fails when read, naming it. Raises
     /// DirectoryNotFoundException (no DIR) or InvalidDataException (no class folder, a class folder
     /// without images), naming the folder.
-    let openClasses (folder: string) (channels: int) : ImageFolderDataset =
-        if channels <> 0 && channels <> 1 && channels <> 3 then Guard.fail "channels" channels "0 (from the files), 1 or 3"
-        openWith folder (classNames folder) channels
+    let openClasses (folder: string) (channels: int) : ImageFolderDataset = openClassesOf FileKind.image folder channels
 
     /// The splits of DIR as users lay them out:
     /// - DIR/train/CLASS/* with DIR/val/CLASS/* (ImageNet's layout; DIR/test/ when there is no val/):
     ///   classes are train's, val uses train's labels and channels; `valFraction` is not used;
     /// - otherwise DIR/CLASS/*, split by a permutation drawn from `seed`: round(N * valFraction)
     ///   samples go to Val, the rest to Train (each kept in file order).
-    /// `channels` as in `openClasses`. Errors as `openClasses`; ArgumentException when the
-    /// fraction leaves a split empty.
-    let openSplits (folder: string) (valFraction: float) (seed: int64) (channels: int) : ImageFolderSplits =
-        requireFolder folder
+    /// `channels` as in `openClasses`; the files are of `kind` (`openSplits`: images). Errors as
+    /// `openClasses`; ArgumentException when the fraction leaves a split empty.
+    let openSplitsOf (kind: FileKind) (folder: string) (valFraction: float) (seed: int64) (channels: int) : ImageFolderSplits =
+        requireFolder kind folder
         let train = Path.Combine(folder, "train")
         if Directory.Exists train then
-            let trainSet = openClasses train channels
+            let trainSet = openClassesOf kind train channels
             let heldOut = [ "val"; "test" ] |> List.map (fun n -> n, Path.Combine(folder, n)) |> List.tryFind (snd >> Directory.Exists)
             match heldOut with
-            | None -> raise (InvalidDataException(sprintf "image folder %s has train/ but neither val/ nor test/." folder))
+            | None -> raise (InvalidDataException(sprintf "%s folder %s has train/ but neither val/ nor test/." kind.Name folder))
             | Some (name, dir) ->
                 let ds = trainSet :> IDataset
-                { Train = trainSet; Val = openWith dir ds.ClassNames ds.Channels; Layout = "train/" + name }
+                { Train = trainSet; Val = openWith kind dir ds.ClassNames ds.Channels; Layout = "train/" + name }
         else
             if not (valFraction > 0.0 && valFraction < 1.0) then Guard.fail "valFraction" valFraction "a fraction in (0, 1) for a single class tree"
-            let all = openClasses folder channels
+            let all = openClassesOf kind folder channels
             let n = all.Files.Length
             let nVal = int (Math.Round(float n * valFraction))
             if nVal = 0 || nVal = n then
-                Guard.fail "valFraction" valFraction (sprintf "a fraction that leaves both splits non-empty for %d images" n)
+                Guard.fail "valFraction" valFraction (sprintf "a fraction that leaves both splits non-empty for %d files" n)
             let order =
                 use g = new torch.Generator(uint64 seed, torch.CPU)
                 use p = torch.randperm(int64 n, generator = g)
@@ -298,3 +331,7 @@ module ImageFolder =
             let valIdx = order.[.. nVal - 1] |> Array.sort
             let trainIdx = order.[nVal ..] |> Array.sort
             { Train = all.Subset trainIdx; Val = all.Subset valIdx; Layout = "fraction" }
+
+    /// `openSplitsOf` for images (PNG/JPEG).
+    let openSplits (folder: string) (valFraction: float) (seed: int64) (channels: int) : ImageFolderSplits =
+        openSplitsOf FileKind.image folder valFraction seed channels

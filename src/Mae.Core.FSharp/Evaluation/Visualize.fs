@@ -48,28 +48,49 @@ let denormalise (normPix: bool) (pred: Tensor) (target: Tensor) (mask: Tensor) =
         let vStd = (std * weights).sum([| 1L |], keepdim = true) / count
         pred * vStd + vMean
 
-let private drawReconstruction (path: string) (model: MaskedAutoencoder) (generator: Generator) (toUnit: Tensor -> Tensor) (imgs: Tensor) =
+/// `denormalise` for the model's target layout: per token for images; per token and channel for
+/// video (VideoMAE's target), by treating each (token, channel) pair as a token of its own.
+/// pred, target [N, L, Q*C], mask [N, L] -> [N, L, Q*C]
+let denormaliseFor (config: MaeConfig) (pred: Tensor) (target: Tensor) (mask: Tensor) =
+    match config.Input with
+    | Video v when config.NormPixLoss && v.Channels > 1 ->
+        let c = int64 v.Channels
+        let n, l, p = pred.shape.[0], pred.shape.[1], pred.shape.[2]
+        let split (x: Tensor) = x.reshape(n, l, p / c, c).permute(0L, 1L, 3L, 2L).reshape(n, l * c, p / c)
+        let merged = denormalise true (split pred) (split target) (mask.repeat_interleave(c, 1L))
+        merged.reshape(n, l, c, p / c).permute(0L, 1L, 3L, 2L).reshape(n, l, p)
+    | _ -> denormalise config.NormPixLoss pred target mask
+
+let private drawReconstruction (path: string) (model: MaskedAutoencoder) (generator: Generator) (toUnit: Tensor -> Tensor) (batch: Tensor) =
     use _ = torch.NewDisposeScope()
     use _ = torch.no_grad()
     let wasTraining = model.training
     model.eval ()
     let device = Runtime.deviceOf model
-    let imgs = imgs.``to``(device)
-    let out = model.Forward(imgs, generator)
-    let target = model.Target imgs
+    let batch = batch.``to``(device)
+    let out = model.Forward(batch, generator)
+    let target = model.Target batch
     let m = out.Mask.unsqueeze(-1L)
-    let predPix = denormalise model.Config.NormPixLoss out.Pred target out.Mask
+    let predPix = denormaliseFor model.Config out.Pred target out.Mask
     let pasted = target * (1.0 - m) + predPix * m
-    let k = imgs.shape.[0]
-    let hidden = model.Reassemble(m.expand_as(target)) // [K, C, H, W], 1 on hidden pixels
-    let original = toUnit imgs
+    let k = batch.shape.[0]
+    let hidden = model.Reassemble(m.expand_as(target)) // the batch layout, 1 on hidden pixels
+    let original = toUnit batch
     let maskedInput = original * (1.0 - hidden) + 0.4 * hidden // hidden patches shown mid-grey
-    let grid = torch.stack([| original; maskedInput; toUnit (model.Reassemble pasted) |], 1L) // [K, 3, C, H, W]
-    writeGrid path 3 4 (grid.reshape(k * 3L, imgs.shape.[1], imgs.shape.[2], imgs.shape.[3]))
+    let rows = torch.stack([| original; maskedInput; toUnit (model.Reassemble pasted) |], 1L) // [K, 3, C, ...]
+    match batch.ndim with
+    | 4L -> // images: one row per image, 3 columns
+        writeGrid path 3 4 (rows.reshape(k * 3L, batch.shape.[1], batch.shape.[2], batch.shape.[3]))
+    | _ -> // clips [K, C, T, H, W]: 3 rows per clip (original, masked, reconstruction), one column per frame
+        let c, t, h, w = batch.shape.[1], batch.shape.[2], batch.shape.[3], batch.shape.[4]
+        let frames = rows.permute(0L, 1L, 3L, 2L, 4L, 5L).reshape(k * 3L * t, c, h, w)
+        writeGrid path (int t) (if h <= 64L then 3 else 1) frames
     if wasTraining then model.train ()
 
-/// Runs the model on `imgs` [K, C, H, W] with masks from `generator` and writes a 3-column grid
-/// (original, masked input, reconstruction with the visible patches pasted back).
+/// Runs the model on `imgs` (images [K, C, H, W] or clips [K, C, T, H, W]) with masks from
+/// `generator` and writes a PNG: for images a 3-column grid (original, masked input,
+/// reconstruction with the visible patches pasted back); for clips a strip of frames, three rows
+/// per clip (the same three), one column per frame.
 /// `toUnit` maps the model's input values back to [0, 1] for display. Everything native it makes
 /// is freed before it returns (one dispose scope, then Runtime.endOfStep).
 let reconstruction (path: string) (model: MaskedAutoencoder) (generator: Generator) (toUnit: Tensor -> Tensor) (imgs: Tensor) =

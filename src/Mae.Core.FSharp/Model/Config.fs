@@ -8,16 +8,20 @@ open System
 type Modality =
     /// Images [N, C, H, W] in patches (MAE).
     | Image of ImageInput
+    /// Video clips [N, C, T, H, W] in tubelets (VideoMAE).
+    | Video of VideoInput
 
     /// The modality's name as checkpoints, `mae info` and the CLI spell it.
     member m.Name =
         match m with
         | Image _ -> "image"
+        | Video _ -> "video"
 
     /// The token grid, slowest axis first.
     member m.Grid =
         match m with
         | Image i -> let gh, gw = i.Grid in [| gh; gw |]
+        | Video v -> let s, h, w = v.Grid in [| s; h; w |]
 
     /// Tokens per sample L.
     member m.NumTokens = Array.fold (*) 1 m.Grid
@@ -26,9 +30,10 @@ type Modality =
     member m.Problems() =
         match m with
         | Image i -> i.Problems()
+        | Video v -> v.Problems()
 
     /// The names `Name` gives, one per case.
-    static member Names = [| "image" |]
+    static member Names = [| "image"; "video" |]
 
 type MaeConfig =
     { /// What the model reads and how it is cut into tokens.
@@ -72,6 +77,13 @@ type MaeConfig =
     member c.Image =
         match c.Input with
         | Image i -> i
+        | other -> Guard.fail "Input" other.Name "an image model"
+
+    /// The video input sizes; ArgumentException naming Input for a model of another modality.
+    member c.Video =
+        match c.Input with
+        | Video v -> v
+        | other -> Guard.fail "Input" other.Name "a video model"
 
 module MaeConfig =
 
@@ -106,6 +118,48 @@ module MaeConfig =
     /// The preset names `ofName` knows.
     let names = [| "tiny"; "base"; "large"; "huge" |]
 
+    let private videoMae (frames: int) (frameSize: int) (channels: int) (tubelet: int) (patch: int) (d, depth, heads) (dd, ddepth, dheads) =
+        { Input =
+            Video
+                { Frames = frames; FrameSize = frameSize, frameSize; TubeletSize = tubelet; PatchSize = patch, patch
+                  Channels = channels; Positions = Sinusoid }
+          EmbedDim = d
+          Depth = depth
+          Heads = heads
+          DecoderEmbedDim = dd
+          DecoderDepth = ddepth
+          DecoderHeads = dheads
+          MlpRatio = 4.0
+          Masking = Tube 0.9
+          NormPixLoss = true
+          ClsToken = false
+          LearnedPosEmbed = false
+          Attention = AttentionKernel.Math
+          EncoderInput = VisibleOnly }
+
+    /// Trains on 2 CPU cores: 8 grey 48x48 frames (Moving-MNIST), tubelet 2x8x8 (4 x 6 x 6 = 144
+    /// tokens), width 128 x 4 blocks, decoder 128 x 1; tube masking 90% keeps 4 tubes of 36.
+    let videoTiny = videoMae 8 48 1 2 8 (128, 4, 4) (128, 1, 4)
+
+    /// VideoMAE ViT-S/16: 16 RGB frames of 224x224, tubelet 2x16x16, decoder 192 x 4 (3 heads).
+    let videoSmall = videoMae 16 224 3 2 16 (384, 12, 6) (192, 4, 3)
+
+    /// VideoMAE ViT-B/16 (decoder 384 x 4, 6 heads).
+    let videoBase = videoMae 16 224 3 2 16 (768, 12, 12) (384, 4, 6)
+
+    /// VideoMAE ViT-L/16 (decoder 512 x 4, 8 heads).
+    let videoLarge = videoMae 16 224 3 2 16 (1024, 24, 16) (512, 4, 8)
+
+    /// VideoMAE ViT-H/16 (decoder 640 x 4, 8 heads).
+    let videoHuge = videoMae 16 224 3 2 16 (1280, 32, 16) (640, 4, 8)
+
+    /// The preset names of each modality: image tiny/base/large/huge, video tiny/small/base/large/huge.
+    let namesFor (modality: string) =
+        match (if isNull modality then "" else modality.ToLowerInvariant()) with
+        | "image" -> names
+        | "video" -> [| "tiny"; "small"; "base"; "large"; "huge" |]
+        | _ -> Guard.fail "modality" (sprintf "\"%s\"" modality) ("one of " + String.Join(", ", Modality.Names))
+
     /// The preset of that name (case-insensitive); ArgumentException for an unknown name.
     let ofName (preset: string) =
         match (if isNull preset then "" else preset.ToLowerInvariant()) with
@@ -114,6 +168,30 @@ module MaeConfig =
         | "large" -> large
         | "huge" -> huge
         | _ -> Guard.fail "preset" (sprintf "\"%s\"" preset) ("one of " + String.Join(", ", names))
+
+    /// The preset `preset` of `modality` (both case-insensitive): `ofName` for images, and
+    /// videoTiny/Small/Base/Large/Huge for video. ArgumentException naming the unknown one.
+    let ofModality (modality: string) (preset: string) =
+        let known = namesFor modality
+        let p = if isNull preset then "" else preset.ToLowerInvariant()
+        if not (Array.contains p known) then
+            Guard.fail "preset" (sprintf "\"%s\"" preset) (sprintf "one of %s for %s" (String.Join(", ", known)) (modality.ToLowerInvariant()))
+        match modality.ToLowerInvariant(), p with
+        | "video", "tiny" -> videoTiny
+        | "video", "small" -> videoSmall
+        | "video", "base" -> videoBase
+        | "video", "large" -> videoLarge
+        | "video", _ -> videoHuge
+        | _ -> ofName p
+
+    /// The configuration with other clip sizes (same modality: video; the positions kept).
+    let withVideo (frames: int) (frameSize: int * int) (tubelet: int) (patchSize: int * int) (channels: int) (c: MaeConfig) =
+        let positions = match c.Input with Video v -> v.Positions | _ -> Sinusoid
+        { c with
+            Input =
+                Video
+                    { Frames = frames; FrameSize = frameSize; TubeletSize = tubelet; PatchSize = patchSize
+                      Channels = channels; Positions = positions } }
 
     /// The configuration with other image sizes (same modality: image).
     let withImage (imageSize: int * int) (patchSize: int * int) (channels: int) (c: MaeConfig) =

@@ -22,6 +22,16 @@ module Build =
     let adapter (cfg: MaeConfig) : InputAdapter =
         match cfg.Input with
         | Image i -> new ImageAdapter(i, cfg.EmbedDim)
+        | Video v -> new VideoAdapter(v, cfg.EmbedDim)
+
+    /// The modality's default objective: masked MSE on the target normalised as its reference
+    /// does when NormPixLoss — per token (MAE: eps inside the square root) for images, per token
+    /// and channel (VideoMAE: eps on the standard deviation) for video — else on the raw target.
+    let objective (cfg: MaeConfig) : Objective =
+        match cfg.Input with
+        | Video v when cfg.NormPixLoss ->
+            { Reconstruction = Losses.withPerChannelNorm v.Channels Losses.perChannelNormEps Losses.maskedMse; Extra = [] }
+        | _ -> Objective.mse cfg.NormPixLoss
 
     /// The ViT encoder over the adapter's tokens.
     let encoder (cfg: MaeConfig) (adapter: InputAdapter) =
@@ -55,7 +65,7 @@ type MaskedAutoencoder(config: MaeConfig, objective: Objective) as this =
         for part in this.Parts do
             part.Initialize()
 
-    new(config: MaeConfig) = new MaskedAutoencoder(config, Objective.mse config.NormPixLoss)
+    new(config: MaeConfig) = new MaskedAutoencoder(config, Build.objective config)
 
     member _.Config = cfg
 

@@ -23,6 +23,29 @@ let normPixTarget (eps: float) (target: Tensor) : Tensor =
     let var = centred.square().sum([| -1L |], keepdim = true).div_(dof)
     centred.div_(var.add_(epsilon).sqrt_())
 
+/// Per-patch, per-channel normalised target (VideoMAE, engine_for_pretraining.py): each token's
+/// values of one channel minus their mean, over their unbiased standard deviation plus eps (eps
+/// on the standard deviation, not inside the square root as MAE's). The token vector is laid out
+/// channel last (`p*C`): target [N, L, Q*C] -> [N, L, Q*C], Q >= 2 values per channel.
+let perChannelNormTarget (channels: int) (eps: float) (target: Tensor) : Tensor =
+    Guard.notNull "target" target
+    Guard.rank "target" 3 "[N, L, Q*C]" target
+    Guard.positive "channels" channels
+    let n, l, p = target.shape.[0], target.shape.[1], target.shape.[2]
+    if p % int64 channels <> 0L || p / int64 channels < 2L then
+        Guard.fail "target" (Guard.shapeOf target) (sprintf "a token width Q*C with C = %d and Q >= 2 values per channel" channels)
+    let x = target.reshape(n, l, p / int64 channels, int64 channels)
+    let mean = x.mean([| 2L |], keepdim = true)
+    let std = x.std(2L, unbiased = true, keepdim = true)
+    ((x - mean) / (std + eps)).reshape(n, l, p)
+
+/// VideoMAE's eps on the per-channel standard deviation.
+let perChannelNormEps = 1e-6
+
+/// Wraps a loss so that it sees the per-channel normalised target instead of the raw one.
+let withPerChannelNorm (channels: int) (eps: float) (loss: ReconstructionLoss) : ReconstructionLoss =
+    fun pred target mask -> loss pred (perChannelNormTarget channels eps target) mask
+
 /// MAE's eps for the norm-pix target.
 let normPixEps = 1e-6
 

@@ -14,6 +14,19 @@ let sinCos1dOf (dim: int) (positions: Tensor) : Tensor =
     let out = positions.to_type(ScalarType.Float64).reshape(-1L, 1L) * omega.unsqueeze(0L) // [M, D/2]
     torch.cat([| out.sin(); out.cos() |], 1L).to_type(ScalarType.Float32)
 
+/// [L, D] the transformer's sinusoid table as VideoMAE builds it (modeling_pretrain.py
+/// get_sinusoid_encoding_table): angle(pos, j) = pos / 10000^(2*(j/2)/D), sin on even columns j,
+/// cos on odd ones (interleaved, unlike `sinCos1dOf`'s halves). Computed in float64, returned float32.
+let sinusoid (dim: int) (length: int) : Tensor =
+    if dim <= 0 then Guard.fail "dim" dim "a positive width"
+    Guard.positive "length" length
+    let values =
+        [| for pos in 0 .. length - 1 do
+               for j in 0 .. dim - 1 do
+                   let angle = float pos / Math.Pow(10000.0, float (2 * (j / 2)) / float dim)
+                   yield float32 (if j % 2 = 0 then sin angle else cos angle) |]
+    torch.tensor(values).reshape(int64 length, int64 dim)
+
 let private withCls (cls: bool) (table: Tensor) =
     if cls then torch.cat([| torch.zeros(1L, table.shape.[1]); table |], 0L) else table
 

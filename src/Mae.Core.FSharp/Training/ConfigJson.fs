@@ -17,6 +17,10 @@ let inputToJson (m: Modality) : JsonObject =
     | Image i ->
         let (h, w), (ph, pw) = i.ImageSize, i.PatchSize
         obj [ "imageHeight", value h; "imageWidth", value w; "patchHeight", value ph; "patchWidth", value pw; "channels", value i.Channels ]
+    | Video v ->
+        let (h, w), (ph, pw) = v.FrameSize, v.PatchSize
+        obj [ "frames", value v.Frames; "frameHeight", value h; "frameWidth", value w; "tubeletSize", value v.TubeletSize
+              "patchHeight", value ph; "patchWidth", value pw; "channels", value v.Channels; "positions", value v.Positions.Name ]
 
 /// The whole configuration: "modality", "input" and the model's settings.
 let toJson (c: MaeConfig) : JsonObject =
@@ -48,6 +52,17 @@ let private imageOf (o: JsonNode) =
     let i (k: string) = (field o k).GetValue<int>()
     Image { ImageSize = i "imageHeight", i "imageWidth"; PatchSize = i "patchHeight", i "patchWidth"; Channels = i "channels" }
 
+let private videoOf (o: JsonNode) =
+    let i (k: string) = (field o k).GetValue<int>()
+    let positions =
+        match (field o "positions").GetValue<string>() with
+        | "sinusoid" -> Sinusoid
+        | "sincos3d" -> SinCos3d
+        | other -> bad (sprintf "unknown video positions \"%s\"" other)
+    Video
+        { Frames = i "frames"; FrameSize = i "frameHeight", i "frameWidth"; TubeletSize = i "tubeletSize"
+          PatchSize = i "patchHeight", i "patchWidth"; Channels = i "channels"; Positions = positions }
+
 /// Reads what `toJson` wrote; also the flat image configuration of the first checkpoints
 /// (kind mae-image-checkpoint/1: image fields at the top, no "modality"). InvalidDataException
 /// for an unknown modality, masking or attention.
@@ -62,6 +77,7 @@ let ofJson (o: JsonNode) : MaeConfig =
         | m ->
             match m.GetValue<string>() with
             | "image" -> imageOf (field o "input")
+            | "video" -> videoOf (field o "input")
             | other -> bad (sprintf "unknown modality \"%s\" (this Mae knows %s)" other (String.Join(", ", Modality.Names)))
     let masking =
         match s "masking" with
