@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Mae build entry point.
-#   ./build.sh setup          restore tools and packages, check (and on Debian 12 fix) the native runtime
+#   ./build.sh setup          restore tools and packages, check (and on Debian 12 fix) the native runtime, install ffmpeg when missing
 #   ./build.sh build          setup + build the solution (Release)
 #   ./build.sh test           setup + build + every test project; last line "N passed, N failed"
 #   ./build.sh demo [FOLDER]  setup + pretrain the tiny image MAE on MNIST (or IDX files in FOLDER)
@@ -118,12 +118,30 @@ check_native_runtime() {
   exit 1
 }
 
+# Video files are decoded by ffmpeg (FFMpegCore runs ffmpeg and ffprobe); the tests make short
+# clips with it. Installed from the distribution's packages when missing (as root), without the
+# recommended extras.
+check_ffmpeg() {
+  if command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; then
+    return 0
+  fi
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    log "ffmpeg is missing (video files are decoded by it): apt-get install --no-install-recommends ffmpeg"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
+    return 0
+  fi
+  log "warning: ffmpeg is not installed; reading video files (and the tests that make clips) need it:"
+  log "  sudo apt-get install --no-install-recommends ffmpeg"
+}
+
 setup() {
   log "setup: dotnet tools"
   dotnet tool restore >/dev/null
   log "setup: packages (paket restore)"
   dotnet paket restore >/dev/null
   check_native_runtime
+  check_ffmpeg
 }
 
 build() {

@@ -274,6 +274,61 @@ let private imageFolderPipeline () =
     expectExit 1 (code, stdout, stderr) "a corrupt image stops the run"
     Expect.stringContains stderr "broken.png" "the message names the file"
 
+let private videoPipeline () =
+    use dir = new TempDir()
+    // Moving-MNIST from the fixture's digits (IDX files)
+    let out = dir.File "video"
+    let code, stdout, stderr =
+        run [ "pretrain"; "--modality"; "video"; "--data"; fixture (); "--train-limit"; "128"; "--epochs"; "1"; "--batch-size"; "32"
+              "--out"; out; "--threads"; "1"; "--json" ]
+    expectExit 0 (code, stdout, stderr) "pretrain --modality video"
+    Expect.equal ((lastJson stdout).["steps"].GetValue<int>()) 4 "128 clips, batch 32"
+    Expect.stringContains stderr "tube masking 0.9" "VideoMAE's masking by default"
+    Expect.isTrue (File.Exists(Path.Combine(out, "loss.png"))) "the loss curve"
+    let ckpt = Path.Combine(out, "last.ckpt")
+    let code, stdout, stderr =
+        run [ "probe"; "--checkpoint"; ckpt; "--data"; fixture (); "--train-limit"; "128"; "--test-limit"; "64"; "--probe-epochs"; "2"
+              "--threads"; "1"; "--json" ]
+    expectExit 0 (code, stdout, stderr) "probe of a video model"
+    let j = lastJson stdout
+    Expect.equal (j.["test_images"].GetValue<int>()) 64 "64 test clips"
+    for key in [ "probe_pretrained"; "probe_random_init"; "probe_raw_pixels" ] do
+        Expect.isTrue (j.ContainsKey key) key
+    let png = dir.File "strip.png"
+    let code, stdout, stderr = run [ "reconstruct"; "--checkpoint"; ckpt; "--data"; fixture (); "--out"; png; "--count"; "2" ]
+    expectExit 0 (code, stdout, stderr) "reconstruct a video model"
+    let info = StbImageSharp.ImageInfo.FromStream(File.OpenRead png)
+    Expect.equal (info.Value.Width, info.Value.Height) (2 + 8 * (48 * 3 + 2), 2 + 6 * (48 * 3 + 2)) "8 frames across, 3 rows per clip for 2 clips"
+    let code, stdout, _ = run [ "info"; "--checkpoint"; ckpt; "--json" ]
+    expectExit 0 (code, stdout, "") "info"
+    Expect.equal ((lastJson stdout).["modality"].GetValue<string>()) "video" "modality"
+    // a folder of video files in class folders, decoded by ffmpeg
+    let clips = dir.File "clips"
+    videoFolder clips
+    let out2 = dir.File "video-files"
+    let code, stdout, stderr =
+        run [ "pretrain"; "--modality"; "video"; "--data"; clips; "--epochs"; "1"; "--batch-size"; "2"; "--out"; out2; "--threads"; "1"; "--json" ]
+    expectExit 0 (code, stdout, stderr) "pretrain on video files"
+    Expect.stringContains stderr "video folder" "reads the folder as video files"
+    let ckpt2 = Path.Combine(out2, "last.ckpt")
+    let code, stdout, stderr = run [ "probe"; "--checkpoint"; ckpt2; "--data"; clips; "--probe-epochs"; "2"; "--threads"; "1"; "--json" ]
+    expectExit 0 (code, stdout, stderr) "probe on video files"
+    Expect.equal ((lastJson stdout).["classes"].GetValue<int>()) 2 "two classes"
+    let code, stdout, stderr = run [ "reconstruct"; "--checkpoint"; ckpt2; "--data"; clips; "--out"; dir.File "files.png"; "--count"; "1" ]
+    expectExit 0 (code, stdout, stderr) "reconstruct from video files"
+    // a file ffmpeg cannot decode stops the run, naming it; the checkpoint of the good run is untouched
+    File.WriteAllBytes(Path.Combine(clips, "bars", "broken.mp4"), Array.init 2000 byte)
+    let before = File.GetLastWriteTimeUtc ckpt2
+    let code, stdout, stderr =
+        run [ "pretrain"; "--modality"; "video"; "--data"; clips; "--epochs"; "1"; "--batch-size"; "1"; "--out"; out2; "--threads"; "1" ]
+    expectExit 1 (code, stdout, stderr) "an undecodable video stops the run"
+    Expect.stringContains stderr "broken.mp4" "the message names the file"
+    Expect.equal (File.GetLastWriteTimeUtc ckpt2) before "the earlier checkpoint is kept"
+    // a model whose frames are not a multiple of the tubelet cannot be asked for; Moving-MNIST needs grey square frames
+    let code, stdout, stderr = run [ "pretrain"; "--modality"; "video"; "--preset"; "base"; "--data"; fixture (); "--out"; dir.File "x" ]
+    expectExit 2 (code, stdout, stderr) "a colour preset on Moving-MNIST"
+    Expect.stringContains stderr "grey frames" "says why"
+
 let private interruptAndResume () =
     use dir = new TempDir()
     let args (out: string) =
@@ -390,6 +445,7 @@ let tests =
             waitPolicy ()
         }
         test "pretrain, probe and reconstruct read a folder of PNG files in class folders" { imageFolderPipeline () }
+        test "video: pretrain, probe, reconstruct and info on Moving-MNIST and on a folder of video files; bad files named" { videoPipeline () }
         test "import reads the reference's .pth and encoder-only .pth; export writes .pth and .safetensors that import back identically; finetune on few labels" { importExport () }
         test "resuming with other options exits 2 naming each option, its value and the checkpoint's" { resumeWithOtherOptions () }
         test "Ctrl-C saves a checkpoint, and resuming ends where an uninterrupted run does" {
