@@ -37,16 +37,17 @@ let create () =
     let probeEpochs = positive "--probe-epochs" "Epochs of the linear probe on the subset." FewLabels.defaults.Probe.Epochs
     let seed = create "--seed" "Seed of the subset, of the classifiers' new weights and of the data order." (Some 0L)
     let trainLimit, testLimit, device, threads, json = trainLimit (), testLimit (), device (), threads (), json ()
-    let stride = frameStride ()
-    for o in [ checkpoint :> Option; data; k; epochs; batchSize; baseLr; layerDecay; probeEpochs; seed; trainLimit; testLimit; device; threads; json; stride ] do
+    let dataOptions = DataOptions()
+    for o in [ checkpoint :> Option; data; k; epochs; batchSize; baseLr; layerDecay; probeEpochs; seed; trainLimit; testLimit; device; threads; json] do
         cmd.Options.Add o
+    dataOptions.AddTo cmd
     cmd.SetAction(
         action (fun parsed ->
             let clock = Stopwatch.StartNew()
             let ui = Ui(parsed.GetValue json)
             let _, path, model, meta = loadCheckpoint (parsed.GetValue device) (parsed.GetValue threads) (parsed.GetValue checkpoint)
             use model = model
-            let data = evaluationData ui (parsed.GetValue data) (parsed.GetValue trainLimit) (parsed.GetValue testLimit) (parsed.GetValue stride) meta.Config
+            let data = evaluationData ui (parsed.GetValue data) (parsed.GetValue trainLimit) (parsed.GetValue testLimit) (dataOptions.Read parsed) meta.Config
             let train, test, transform = data.Train, data.Test, data.Transform
             let options =
                 { FewLabels.defaults with

@@ -49,6 +49,14 @@ let check (expected: string) (ok: 'T -> bool) (o: Option<'T>) =
         | _ -> ())
     o
 
+/// `--data`'s value, or `fallback` when the command line does not give it (its default "mnist"
+/// is the image and video default; a time-series model reads "weather" by default).
+let dataOr (fallback: string) (parsed: ParseResult) (o: Option<string>) =
+    match parsed.GetResult o with
+    | null -> fallback
+    | r when r.Implicit -> fallback
+    | _ -> parsed.GetValue o
+
 /// An integer option that must be at least 1.
 let positive (name: string) (description: string) (defaultValue: int) =
     create name description (Some defaultValue) |> check "a positive integer" (fun v -> v > 0)
@@ -129,9 +137,46 @@ let openData (ui: Ui) (data: string) (trainLimit: int) (testLimit: int) : DataSo
     else
         usage "--data" (sprintf "\"%s\"" data) "\"mnist\", a folder of IDX files or a folder of images in class folders"
 
-/// `--frame-stride`: the step between the frames a clip takes from a video file.
-let frameStride () =
-    positive "--frame-stride" "For a folder of video files: take every Nth frame (VideoMAE: 4 on Kinetics-400, 2 on Something-Something v2)." 2
+/// What the modality-specific data options hold once parsed.
+type DataValues =
+    { /// `--frame-stride`: every Nth frame of a video file.
+      FrameStride: int
+      /// `--time-column`, `--columns`, `--label-column`, `--group-column` (null: the default).
+      Csv: SeriesCsvOptions
+      /// `--window` (None: 32 for pretraining, the model's length otherwise).
+      Window: int option
+      /// `--stride`: steps between window starts.
+      Stride: int }
+
+/// The options that say how video files and CSV series are read, shared by pretrain, probe,
+/// reconstruct, finetune and forecast.
+type DataOptions() =
+    let frameStride =
+        positive "--frame-stride" "For a folder of video files: take every Nth frame (VideoMAE: 4 on Kinetics-400, 2 on Something-Something v2)." 2
+    let timeColumn = create<string> "--time-column" "For a CSV series: the time column (default: the first column; weather: date, sensors: reading)." None |> named "NAME"
+    let columns = create<string> "--columns" "For a CSV series: the value columns, comma-separated (default: every numeric column; weather: precipitation,temp_max,temp_min,wind)." None |> named "A,B,..."
+    let labelColumn = create<string> "--label-column" "For a CSV series: a column of class labels; a window takes the label of its last step (weather: weather, sensors: label)." None |> named "NAME"
+    let groupColumn = create<string> "--group-column" "For a CSV series: a column that splits the rows into separate series, each windowed on its own (weather: location, sensors: mote_id)." None |> named "NAME"
+    let window = create<int> "--window" "For a CSV series: steps per window (pretrain: default 32; probe, reconstruct, forecast: the model's)." None |> check "a positive integer" (fun v -> v > 0) |> named "T"
+    let stride = positive "--stride" "For a CSV series: steps between window starts." 1
+
+    member _.AddTo(cmd: Command) =
+        for o in [ frameStride :> Option; timeColumn; columns; labelColumn; groupColumn; window; stride ] do
+            cmd.Options.Add o
+
+    member _.Read(parsed: ParseResult) : DataValues =
+        let text (o: Option<string>) = match parsed.GetValue o with null -> null | v -> v.Trim()
+        { FrameStride = parsed.GetValue frameStride
+          Csv =
+            { TimeColumn = text timeColumn
+              Columns =
+                (match text columns with
+                 | null | "" -> null
+                 | v -> v.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries))
+              LabelColumn = text labelColumn
+              GroupColumn = text groupColumn }
+          Window = (match parsed.GetResult window with null -> None | _ -> Some(parsed.GetValue window))
+          Stride = parsed.GetValue stride }
 
 /// The clips for a video model's input named by `--data`:
 /// - "mnist" or a folder of MNIST-style IDX files: Moving-MNIST, `trainCount` clips from the
@@ -141,7 +186,8 @@ let frameStride () =
 ///   fixed seed, or DIR/train + DIR/val): each file decoded by ffmpeg, `Frames` frames every
 ///   `stride` frames from its middle, resized to the model's frame size, in the model's channels;
 ///   the counts keep the first files (0 = all).
-let videoData (ui: Ui) (data: string) (video: VideoInput) (stride: int) (trainCount: int) (testCount: int) : IDataset * IDataset =
+let videoData (ui: Ui) (data: string) (video: VideoInput) (values: DataValues) (trainCount: int) (testCount: int) : IDataset * IDataset =
+    let stride = values.FrameStride
     let h, w = video.FrameSize
     let isMnist = String.Equals(data, "mnist", StringComparison.OrdinalIgnoreCase) || (Directory.Exists data && isIdxFolder data)
     if isMnist then
@@ -172,6 +218,52 @@ let videoData (ui: Ui) (data: string) (video: VideoInput) (stride: int) (trainCo
         train, test
     else
         usage "--data" (sprintf "\"%s\"" data) "\"mnist\" (Moving-MNIST), a folder of MNIST-style IDX files, or a folder of video files in class folders"
+
+/// The windows of a CSV series named by `--data`: "weather" (vega-datasets' weather.csv, fetched
+/// once and cached), "sensors" (stdlib's Suthaharan sensor network), or a CSV file, with the CSV
+/// options given (a named data set fills the ones not given with its own); windows of `window`
+/// steps (None: `--window`, else 32) every `--stride` steps plus `horizon` future steps, after a
+/// chronological 70/10/20 split per group, standardised with the training rows' statistics.
+let seriesData (ui: Ui) (data: string) (values: DataValues) (window: int option) (horizon: int) : SeriesSplits =
+    let path, defaults =
+        match (if isNull data then "" else data.ToLowerInvariant()) with
+        | "weather" -> SeriesData.weatherCsv ui.Log, SeriesData.weatherOptions
+        | "sensors" -> SeriesData.sensorCsv ui.Log, SeriesData.sensorOptions
+        | _ when File.Exists data -> data, SeriesCsvOptions.defaults
+        | _ -> usage "--data" (sprintf "\"%s\"" data) "\"weather\", \"sensors\" or a CSV file for a time-series model"
+    let pick (given: 'a) (fallback: 'a) = if isNull (box given) then fallback else given
+    let csv =
+        { TimeColumn = pick values.Csv.TimeColumn defaults.TimeColumn
+          Columns = pick values.Csv.Columns defaults.Columns
+          LabelColumn = pick values.Csv.LabelColumn defaults.LabelColumn
+          GroupColumn = pick values.Csv.GroupColumn defaults.GroupColumn }
+    let table = SeriesCsv.read path csv
+    let t =
+        match values.Window, window with
+        | Some w, Some model when w <> model -> usage "--window" w (sprintf "the model's window of %d steps (or leave it out)" model)
+        | Some w, _ -> w
+        | None, Some model -> model
+        | None, None -> 32
+    let splits =
+        try SeriesWindows.split table { SeriesWindowOptions.defaults with Window = t; Stride = values.Stride; Horizon = horizon }
+        with :? ArgumentException as e when e.ParamName = "Window" ->
+            raise (UsageException(sprintf "--window %d does not fit %s: %s" t path (e.Message.Replace(" (Parameter 'Window')", ""))))
+    let groups = table.Groups |> Array.distinct
+    ui.Log(
+        sprintf "series %s: %d rows%s, columns %s, time %s%s; windows of %d every %d: %d train, %d validation, %d test"
+            path table.Rows
+            (if groups.Length > 1 then sprintf " in %d groups (%s)" groups.Length (String.Join(", ", groups)) else "")
+            (String.Join(",", table.Columns)) table.TimeColumn
+            (if isNull table.Labels then "" else sprintf ", %d classes (%s)" splits.ClassNames.Length (String.Join(", ", splits.ClassNames)))
+            t values.Stride (splits.Train.Windows :> IDataset).Count (splits.Val.Windows :> IDataset).Count (splits.Test.Windows :> IDataset).Count
+    )
+    splits
+
+/// A usage error unless the checkpoint's series model reads the data's channel count.
+let checkSeriesFits (config: MaeConfig) (splits: SeriesSplits) =
+    let s = config.Series
+    if splits.Columns.Length <> s.Channels then
+        usage "--columns" (String.Join(",", splits.Columns)) (sprintf "%d value columns, as the checkpoint's model was trained on" s.Channels)
 
 /// The normalisation of an image folder: ImageNet's statistics for RGB, the training split's
 /// (Transforms.statistics, one pass over its files) otherwise.
@@ -244,6 +336,7 @@ let checkFits (config: MaeConfig) (set: ImageSet) =
             usage "--data" (sprintf "images of %dx%d with %d channel(s)" h w c)
                 (sprintf "images of %dx%d with %d channel(s), as the checkpoint's model was trained on" mh mw i.Channels)
     | Video _ -> usage "--data" "images" "clips: the checkpoint's model is a video model"
+    | TimeSeries _ -> usage "--data" "images" "a CSV series: the checkpoint's model is a time-series model"
 
 /// The train and test splits of `--data` as datasets for a checkpoint's model, and the per-sample
 /// transform that brings their samples to it: IDX data in memory as read (its size must be the
@@ -257,10 +350,17 @@ type EvaluationData =
       /// Classes of both splits (class names, or the largest label + 1 of in-memory data).
       Classes: int }
 
-let evaluationData (ui: Ui) (data: string) (trainLimit: int) (testLimit: int) (frameStride: int) (config: MaeConfig) : EvaluationData =
+let evaluationData (ui: Ui) (data: string) (trainLimit: int) (testLimit: int) (values: DataValues) (config: MaeConfig) : EvaluationData =
     match config.Input with
+    | TimeSeries series ->
+        let splits = seriesData ui data values (Some series.Length) 0
+        checkSeriesFits config splits
+        let limit (split: SeriesSplit) (n: int) =
+            let d = split.Windows :> IDataset
+            if n > 0 && n < d.Count then SubsetDataset(d, [| 0 .. n - 1 |]) :> IDataset else d
+        { Train = limit splits.Train trainLimit; Test = limit splits.Test testLimit; Transform = Transforms.identity; Classes = splits.ClassNames.Length }
     | Video video ->
-        let train, test = videoData ui data video frameStride trainLimit testLimit
+        let train, test = videoData ui data video values trainLimit testLimit
         { Train = train; Test = test; Transform = Transforms.identity; Classes = train.ClassNames.Length }
     | Image _ ->
     match openData ui data trainLimit testLimit with

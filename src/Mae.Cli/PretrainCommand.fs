@@ -125,10 +125,31 @@ let create () =
         create "--augment" "For an image folder: mae = MAE's random resized crop (scale 0.2-1, bicubic) and flip; none = resize and centre crop only." (Some "mae")
         |> check "mae or none" (fun v -> v = "mae" || v = "none")
         |> named "mae|none"
+    let masking =
+        create<string> "--masking" ("How tokens are hidden (default: the preset's): " + String.Join(", ", MaskingStrategy.names) + ".") None
+        |> check ("one of: " + String.Join(", ", MaskingStrategy.names)) (fun v -> Array.contains v MaskingStrategy.names)
+        |> named "KIND"
+    let segment = create<int> "--segment" "Time series: steps per segment (default: the preset's, 8 for tiny)." None |> check "a positive integer" (fun v -> v > 0) |> named "P"
+    let segmentStride = create<int> "--segment-stride" "Time series: steps between segment starts (default: the segment length; smaller overlaps, as PatchTST's stride)." None |> check "a positive integer" (fun v -> v > 0) |> named "S"
+    let channelMode =
+        create<string> "--channel-mode" "Time series: independent (each channel its own tokens, PatchTST) or mixed (a token holds every channel); default: the preset's." None
+        |> check "independent or mixed" (fun v -> v = "independent" || v = "mixed")
+        |> named "independent|mixed"
+    let revin =
+        create<string> "--revin" "Time series: RevIN instance normalisation on or off (default: the preset's)." None
+        |> check "on or off" (fun v -> v = "on" || v = "off")
+        |> named "on|off"
+    let seriesLoss =
+        create<string> "--series-loss" "Time series: mse or l1 on hidden segments (default: the preset's)." None
+        |> check "mse or l1" (fun v -> v = "mse" || v = "l1")
+        |> named "mse|l1"
     let trainLimit, device, threads, json = trainLimit (), device (), threads (), json ()
-    let stride = frameStride ()
+    let dataOptions = DataOptions()
     for o in [ modality :> Option; preset; data; epochs; batchSize; maskRatio; baseLr; warmup; out; resume
-               checkpointEvery; seed; precision; imageSize; augment; trainLimit; device; threads; json; stride ] do
+               checkpointEvery; seed; precision; imageSize; augment; trainLimit; device; threads; json] do
+        cmd.Options.Add o
+    dataOptions.AddTo cmd
+    for o in [ masking :> Option; segment; segmentStride; channelMode; revin; seriesLoss ] do
         cmd.Options.Add o
     cmd.SetAction(
         action (fun parsed ->
@@ -152,14 +173,35 @@ let create () =
             let limit = parsed.GetValue trainLimit
             let ratio = match parsed.GetResult maskRatio with null -> None | _ -> Some(parsed.GetValue maskRatio)
             let modalityName = (parsed.GetValue modality).ToLowerInvariant()
+            let dataName = dataOr (if modalityName = "timeseries" then "weather" else "mnist") parsed data
             let config, train, transform, workers =
                 match modalityName with
+                | "timeseries" ->
+                    let splits = seriesData ui dataName (dataOptions.Read parsed) None 0
+                    let windows = splits.Train.Windows :> IDataset
+                    let train = if limit > 0 && limit < windows.Count then SubsetDataset(windows, [| 0 .. limit - 1 |]) :> IDataset else windows
+                    let p = presetConfig "timeseries" presetName ratio
+                    let given (o: Option<'a>) = match parsed.GetResult o with null -> None | _ -> Some(parsed.GetValue o)
+                    let s0 = p.Series
+                    let segmentLength = given segment |> Option.defaultValue s0.PatchLength
+                    let tuned =
+                        { s0 with
+                            PatchLength = segmentLength
+                            PatchStride = given segmentStride |> Option.defaultValue (if (given segment).IsSome then segmentLength else s0.PatchStride)
+                            ChannelIndependent = (match given channelMode with Some m -> m = "independent" | None -> s0.ChannelIndependent)
+                            RevIN = (match given revin with Some v -> v = "on" | None -> s0.RevIN)
+                            Loss = (match given seriesLoss with Some "l1" -> L1 | Some _ -> Mse | None -> s0.Loss) }
+                    let config = MaeConfig.withSeries splits.Columns.Length (int splits.Train.Inputs.shape.[2]) { p with Input = TimeSeries tuned }
+                    match MaeConfig.problems config with
+                    | [||] -> ()
+                    | problems -> usage "--window" config.Series.Length (String.Join(" ", problems |> Array.map message))
+                    config, train, Transforms.identity, 0
                 | "video" ->
                     let config = presetConfig "video" presetName ratio
-                    let train, _ = videoData ui (parsed.GetValue data) config.Video (parsed.GetValue stride) limit 1
+                    let train, _ = videoData ui dataName config.Video (dataOptions.Read parsed) limit 1
                     config, train, Transforms.identity, 2
                 | _ ->
-                match openData ui (parsed.GetValue data) limit 1 with
+                match openData ui dataName limit 1 with
                 | InMemory (train, _) -> imageConfig presetName ratio (imageShape train), (train :> IDataset), Transforms.identity, 0
                 | Folder splits ->
                     let all = splits.Train :> IDataset
@@ -174,6 +216,13 @@ let create () =
                     ui.Log(sprintf "image folder (%s): %d training images, %d classes, %dx%d, augmentation %s"
                                splits.Layout train.Count train.ClassNames.Length size size (parsed.GetValue augment))
                     imageConfig presetName ratio (train.Channels, size, size), train, transform, 2
+            let config =
+                match parsed.GetResult masking with
+                | null -> config
+                | _ -> { config with Masking = MaskingStrategy.ofName (parsed.GetValue masking) config.MaskRatio }
+            match MaeConfig.problems config with
+            | [||] -> ()
+            | problems -> raise (UsageException(String.Join(" ", problems |> Array.map message)))
             if train.Count < batch then
                 usage "--batch-size" batch (sprintf "at most the %d training images of --data" train.Count)
             let options =
@@ -199,6 +248,9 @@ let create () =
                 | Video v ->
                     let (h, w), (ph, pw) = v.FrameSize, v.PatchSize
                     sprintf "%d frames of %dx%d, tubelet %dx%dx%d" v.Frames h w v.TubeletSize ph pw
+                | TimeSeries s ->
+                    sprintf "%d channels x %d steps, segments of %d every %d, %s%s, %s loss" s.Channels s.Length s.PatchLength s.PatchStride
+                        (if s.ChannelIndependent then "channel-independent" else "channel-mixed") (if s.RevIN then ", RevIN" else "") s.Loss.Name
             ui.Log(
                 sprintf "pretraining %s %s (%s, %s masking %g) for %d epochs, %d steps%s"
                     modalityName presetName shapeText config.Masking.Name

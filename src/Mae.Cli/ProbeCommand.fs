@@ -28,9 +28,10 @@ let create () =
     let seed =
         create "--seed" "Seed of the random-init encoder and of the probe (0, like mae pretrain's default, gives the pretrained model's own initial weights)." (Some 0L)
     let trainLimit, testLimit, device, threads, json = trainLimit (), testLimit (), device (), threads (), json ()
-    let stride = frameStride ()
-    for o in [ checkpoint :> Option; modality; data; probeEpochs; batchSize; seed; trainLimit; testLimit; device; threads; json; stride ] do
+    let dataOptions = DataOptions()
+    for o in [ checkpoint :> Option; modality; data; probeEpochs; batchSize; seed; trainLimit; testLimit; device; threads; json] do
         cmd.Options.Add o
+    dataOptions.AddTo cmd
     cmd.SetAction(
         action (fun parsed ->
             let clock = Stopwatch.StartNew()
@@ -40,7 +41,8 @@ let create () =
             let seed = parsed.GetValue seed
             let options = { Probe.defaultLinearOptions with Epochs = parsed.GetValue probeEpochs; Seed = seed }
             // an image folder is read on demand at the model's size: only the features are held in memory
-            let data = evaluationData ui (parsed.GetValue data) (parsed.GetValue trainLimit) (parsed.GetValue testLimit) (parsed.GetValue stride) meta.Config
+            let dataName = dataOr (match meta.Config.Input with TimeSeries _ -> "weather" | _ -> "mnist") parsed data
+            let data = evaluationData ui dataName (parsed.GetValue trainLimit) (parsed.GetValue testLimit) (dataOptions.Read parsed) meta.Config
             let loader = LoaderOptions.evaluation (parsed.GetValue batchSize) data.Transform
             let classes, trainCount, testCount = data.Classes, data.Train.Count, data.Test.Count
             let probeOf features = Probe.linearOnData options classes features dev loader data.Train data.Test
@@ -57,13 +59,13 @@ let create () =
             use randomModel = MaskedAutoencoder.Create(meta.Config, seed, dev)
             randomModel.eval ()
             let random = probe "random-init" (fun x -> randomModel.Features(x, false))
-            let raw = probe "raw pixels" (fun x -> x.flatten(1L))
+            let raw = probe (match meta.Config.Input with TimeSeries _ -> "raw windows" | _ -> "raw pixels") (fun x -> x.flatten(1L))
             let seconds = clock.Elapsed.TotalSeconds
             ui.Summary(
-                sprintf "linear probe, %d classes, %d train / %d test images" classes trainCount testCount,
+                sprintf "linear probe, %d classes, %d train / %d test samples" classes trainCount testCount,
                 [ "pretrained encoder", sprintf "%.4f" pretrained.TestAccuracy
                   "random-init encoder", sprintf "%.4f" random.TestAccuracy
-                  "raw pixels", sprintf "%.4f" raw.TestAccuracy
+                  (match meta.Config.Input with TimeSeries _ -> "raw windows" | _ -> "raw pixels"), sprintf "%.4f" raw.TestAccuracy
                   "checkpoint", sprintf "%s (step %d)" path meta.Step
                   "seconds", sprintf "%.1f" seconds ]
             )

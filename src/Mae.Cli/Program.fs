@@ -17,6 +17,7 @@ let rootCommand () =
           ProbeCommand.create ()
           FinetuneCommand.create ()
           ReconstructCommand.create ()
+          ForecastCommand.create ()
           InfoCommand.create ()
           WeightsCommand.createImport ()
           WeightsCommand.createExport () ] do

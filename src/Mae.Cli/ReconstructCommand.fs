@@ -25,9 +25,10 @@ let create () =
     let count = positive "--count" "How many test images (the first ones)." 8
     let seed = create "--seed" "Seed of the masks." (Some 123L)
     let device, json = device (), json ()
-    let stride = frameStride ()
-    for o in [ checkpoint :> Option; modality; data; out; count; seed; device; json; stride ] do
+    let dataOptions = DataOptions()
+    for o in [ checkpoint :> Option; modality; data; out; count; seed; device; json] do
         cmd.Options.Add o
+    dataOptions.AddTo cmd
     cmd.SetAction(
         action (fun parsed ->
             let ui = Ui(parsed.GetValue json)
@@ -39,8 +40,21 @@ let create () =
             use generator = new Generator(uint64 (parsed.GetValue seed), torch.CPU)
             let k =
                 match meta.Config.Input with
+                | TimeSeries series ->
+                    let dataName = dataOr "weather" parsed data
+                    let splits = seriesData ui dataName (dataOptions.Read parsed) (Some series.Length) 0
+                    checkSeriesFits meta.Config splits
+                    let k = min (parsed.GetValue count) (int splits.Test.Inputs.shape.[0])
+                    let c = int64 splits.Columns.Length
+                    let toOriginal (x: Tensor) =
+                        x * torch.tensor(splits.Std).reshape(1L, c, 1L).``to``(x.device) + torch.tensor(splits.Mean).reshape(1L, c, 1L).``to``(x.device)
+                    ui.Step(
+                        "reconstructing",
+                        fun () -> Visualize.series png model generator toOriginal splits.Columns (splits.Test.Inputs.narrow(0L, 0L, int64 k))
+                    )
+                    k
                 | Video video ->
-                    let _, test = videoData ui (parsed.GetValue data) video (parsed.GetValue stride) 1 (parsed.GetValue count)
+                    let _, test = videoData ui (parsed.GetValue data) video (dataOptions.Read parsed) 1 (parsed.GetValue count)
                     let k = min (parsed.GetValue count) test.Count
                     ui.Step(
                         "reconstructing",

@@ -8,28 +8,6 @@ open System.IO
 open TorchSharp
 open Mae
 
-/// TrueType fonts tried for the plot's text, in order (Debian's fonts-dejavu-core first): SkiaSharp
-/// is used without fontconfig here, so a font is given to ScottPlot by file.
-let private fontFiles =
-    [ "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
-      "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf"
-      "/usr/share/fonts/TTF/DejaVuSans.ttf"
-      "/Library/Fonts/Arial.ttf"
-      @"C:\Windows\Fonts\arial.ttf" ]
-
-/// Registers the first font file found as ScottPlot's default (once); without one, text is left
-/// to ScottPlot's own lookup.
-let private useFontFile =
-    lazy
-        (match fontFiles |> List.tryFind File.Exists with
-         | Some file ->
-             ScottPlot.Fonts.AddFontFile("Mae plot font", file, false, false)
-             // titles and axis labels are bold: the family's bold file where there is one
-             let bold = Path.Combine(Path.GetDirectoryName file, Path.GetFileNameWithoutExtension(file).Replace("-Regular", "") + "-Bold.ttf")
-             ScottPlot.Fonts.AddFontFile("Mae plot font", (if File.Exists bold then bold else file), true, false)
-             ScottPlot.Fonts.Default <- "Mae plot font"
-         | None -> ())
-
 /// Records each step's figures as TensorBoard scalars (train/loss, train/lr,
 /// train/images_per_second, train/grad_norm) in `logDir`, and keeps the losses for the curve.
 type Recorder(logDir: string) =
@@ -56,7 +34,7 @@ type Recorder(logDir: string) =
     member _.PlotLoss(path: string, title: string) =
         if steps.Count > 0 then
             let xs, ys = steps.ToArray(), losses.ToArray()
-            useFontFile.Force()
+            Plots.useFont ()
             let window = max 1 (ys.Length / 20)
             let mean =
                 Array.init ys.Length (fun i ->
@@ -77,9 +55,4 @@ type Recorder(logDir: string) =
             plot.XLabel "optimizer step"
             plot.YLabel "reconstruction loss (hidden patches)"
             plot.ShowLegend() |> ignore
-            let tmp = path + ".tmp.png"
-            try
-                plot.SavePng(tmp, 1000, 560) |> ignore
-                File.Move(tmp, path, true)
-            finally
-                if File.Exists tmp then File.Delete tmp
+            Plots.savePng path 1000 560 plot

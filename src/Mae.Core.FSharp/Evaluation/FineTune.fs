@@ -33,7 +33,7 @@ type VitClassifier(config: MaeConfig, classes: int) as this =
     do Guard.positive "classes" classes
     let adapter = Build.adapter cfg
     let encoder = Build.encoder cfg adapter
-    let head = new ClassifierHead(cfg.EmbedDim, classes)
+    let head = new ClassifierHead(cfg.EmbedDim * adapter.RowsPerSample, classes)
     let adapterNames = set [ for struct (n, _) in adapter.named_parameters() -> n ]
     do
         for part in [ adapter :> Part; encoder; head ] do
@@ -77,7 +77,10 @@ type VitClassifier(config: MaeConfig, classes: int) as this =
         adapter.Check("batch", batch)
         let y = encoder.All(adapter.Embed(adapter.Pieces batch))
         let extra = encoder.Extra
-        head.Forward(y.narrow(1L, extra, y.shape.[1] - extra).mean([| 1L |]))
+        let pooled = y.narrow(1L, extra, y.shape.[1] - extra).mean([| 1L |])
+        let rows = int64 adapter.RowsPerSample
+        // a channel-independent series: its channels' pooled vectors side by side
+        head.Forward(if rows = 1L then pooled else pooled.reshape(pooled.shape.[0] / rows, rows * pooled.shape.[1]))
 
     /// Layer index for layer-wise decay: the adapter's embedding, cls token and positions 0,
     /// block i -> i + 1, the rest depth + 1 (MAE's lr_decay.py get_layer_id_for_vit).

@@ -96,3 +96,78 @@ let private drawReconstruction (path: string) (model: MaskedAutoencoder) (genera
 let reconstruction (path: string) (model: MaskedAutoencoder) (generator: Generator) (toUnit: Tensor -> Tensor) (imgs: Tensor) =
     drawReconstruction path model generator toUnit imgs
     Runtime.endOfStep ()
+
+/// A series model's reconstruction as a plot: for each of the K windows of `series` [K, C, T] and
+/// each channel, the window (dark line), its hidden segments shaded and the model's prediction of
+/// them (red), one band per (window, channel), named by `names` (the columns; null: "channel c").
+/// With RevIN the predictions (made in the window's standardised units) are mapped back with the
+/// window's own statistics; `toOriginal` then maps the model's input units to the data's (e.g.
+/// undoing the dataset standardisation; `id` keeps them). Masks come from `generator`. Written
+/// atomically as a PNG of 1200 px by 180 px per band.
+let series (path: string) (model: MaskedAutoencoder) (generator: Generator) (toOriginal: Tensor -> Tensor) (names: string[]) (series: Tensor) =
+    let input = model.Config.Series
+    Guard.rank "series" 3 "[K, C, T]" series
+    (
+        use _ = torch.NewDisposeScope()
+        use _ = torch.no_grad()
+        let wasTraining = model.training
+        model.eval ()
+        let device = Runtime.deviceOf model
+        let x = series.``to``(device)
+        let out = model.Forward(x, generator)
+        let adapter = model.Adapter :?> SeriesAdapter
+        let target = model.Target x
+        let pred = denormaliseFor model.Config out.Pred target out.Mask
+        let predSeries =
+            let p = model.Reassemble pred // [K, C, T] in target units
+            match adapter.RevIN with
+            | null -> p
+            | revin ->
+                let mean, stdev = revin.Statistics x
+                p * stdev + mean
+        let hidden: Tensor = model.Reassemble(out.Mask.unsqueeze(-1L).expand_as(target)).gt((0.5).ToScalar()) // [K, C, T]
+        let original = (toOriginal x).cpu().to_type(ScalarType.Float64)
+        let predicted = (toOriginal predSeries).cpu().to_type(ScalarType.Float64)
+        let hidden = hidden.cpu()
+        if wasTraining then model.train ()
+        let k, c, t = int x.shape.[0], int x.shape.[1], int x.shape.[2]
+        let data (tensor: Tensor) (i: int) (ch: int) = tensor.[int64 i, int64 ch].data<float>().ToArray()
+        Plots.useFont ()
+        use plot = new ScottPlot.Plot()
+        let steps = Array.init t float
+        let mutable offset = 0.0
+        let ticks = ResizeArray<ScottPlot.Tick>()
+        for i in k - 1 .. -1 .. 0 do
+            for ch in c - 1 .. -1 .. 0 do
+                let o, p = data original i ch, data predicted i ch
+                let lo, hi = Array.min (Array.append o p), Array.max (Array.append o p)
+                let scale = if hi - lo > 1e-12 then 1.0 / (hi - lo) else 1.0
+                let y (v: float) = offset + (v - lo) * scale
+                let h = hidden.[int64 i, int64 ch].data<bool>().ToArray()
+                let mutable j = 0
+                while j < t do
+                    if h.[j] then
+                        let start = j
+                        while j < t && h.[j] do j <- j + 1
+                        let r = plot.Add.Rectangle(float start - 0.5, float j - 0.5, offset - 0.05, offset + 1.05)
+                        r.FillStyle.Color <- ScottPlot.Color(255uy, 200uy, 120uy, 110uy)
+                        r.LineStyle.Width <- 0.0f
+                        let xs = [| for s in start .. j - 1 -> float s |]
+                        let line = plot.Add.Scatter(xs, xs |> Array.map (fun s -> y p.[int s]))
+                        line.Color <- ScottPlot.Color(200uy, 40uy, 30uy)
+                        line.LineWidth <- 2.0f
+                        line.MarkerSize <- 0.0f
+                    else j <- j + 1
+                let line = plot.Add.Scatter(steps, o |> Array.map y)
+                line.Color <- ScottPlot.Color(40uy, 40uy, 60uy)
+                line.LineWidth <- 1.5f
+                line.MarkerSize <- 0.0f
+                let name = if not (isNull names) && ch < names.Length then names.[ch] else sprintf "channel %d" ch
+                ticks.Add(ScottPlot.Tick(offset + 0.5, (if k > 1 then sprintf "%s (window %d)" name i else name)))
+                offset <- offset + 1.3
+        plot.Axes.Left.TickGenerator <- ScottPlot.TickGenerators.NumericManual(ticks.ToArray())
+        plot.Title(sprintf "%s masking %g: window (dark), hidden segments (shaded), reconstruction (red)" model.Config.Masking.Name model.Config.MaskRatio)
+        plot.XLabel "step"
+        Plots.savePng path 1200 (120 + 180 * k * c) plot
+    )
+    Runtime.endOfStep ()

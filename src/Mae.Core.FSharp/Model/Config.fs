@@ -10,18 +10,22 @@ type Modality =
     | Image of ImageInput
     /// Video clips [N, C, T, H, W] in tubelets (VideoMAE).
     | Video of VideoInput
+    /// Multivariate series [N, C, T] in segments (TSFormer, PatchTST).
+    | TimeSeries of SeriesInput
 
     /// The modality's name as checkpoints, `mae info` and the CLI spell it.
     member m.Name =
         match m with
         | Image _ -> "image"
         | Video _ -> "video"
+        | TimeSeries _ -> "timeseries"
 
     /// The token grid, slowest axis first.
     member m.Grid =
         match m with
         | Image i -> let gh, gw = i.Grid in [| gh; gw |]
         | Video v -> let s, h, w = v.Grid in [| s; h; w |]
+        | TimeSeries s -> [| s.NumPatches |]
 
     /// Tokens per sample L.
     member m.NumTokens = Array.fold (*) 1 m.Grid
@@ -31,9 +35,10 @@ type Modality =
         match m with
         | Image i -> i.Problems()
         | Video v -> v.Problems()
+        | TimeSeries s -> s.Problems()
 
     /// The names `Name` gives, one per case.
-    static member Names = [| "image"; "video" |]
+    static member Names = [| "image"; "video"; "timeseries" |]
 
 type MaeConfig =
     { /// What the model reads and how it is cut into tokens.
@@ -78,6 +83,12 @@ type MaeConfig =
         match c.Input with
         | Image i -> i
         | other -> Guard.fail "Input" other.Name "an image model"
+
+    /// The series input; ArgumentException naming Input for a model of another modality.
+    member c.Series =
+        match c.Input with
+        | TimeSeries s -> s
+        | other -> Guard.fail "Input" other.Name "a time-series model"
 
     /// The video input sizes; ArgumentException naming Input for a model of another modality.
     member c.Video =
@@ -153,11 +164,52 @@ module MaeConfig =
     /// VideoMAE ViT-H/16 (decoder 640 x 4, 8 heads).
     let videoHuge = videoMae 16 224 3 2 16 (1280, 32, 16) (640, 4, 8)
 
-    /// The preset names of each modality: image tiny/base/large/huge, video tiny/small/base/large/huge.
+    let private series (channels: int) (length: int) (patch: int) (ci: bool) (revin: bool) (loss: SeriesLoss) masking encoderInput learned (d, depth, heads) (dd, ddepth, dheads) =
+        { Input =
+            TimeSeries
+                { Channels = channels; Length = length; PatchLength = patch; PatchStride = patch
+                  ChannelIndependent = ci; RevIN = revin; Loss = loss }
+          EmbedDim = d
+          Depth = depth
+          Heads = heads
+          DecoderEmbedDim = dd
+          DecoderDepth = ddepth
+          DecoderHeads = dheads
+          MlpRatio = 4.0
+          Masking = masking
+          NormPixLoss = false
+          ClsToken = false
+          LearnedPosEmbed = learned
+          Attention = AttentionKernel.Math
+          EncoderInput = encoderInput }
+
+    /// Trains on 2 CPU cores: 4 channels x 64 steps, segments of 8 (8 tokens per channel),
+    /// channel-independent with RevIN, width 64 x 2 blocks, decoder 64 x 1, 50% random masking per
+    /// sample (the same segments of every channel), masked MSE. The data set the channels and length.
+    let seriesTiny =
+        series 4 64 8 true true Mse (RandomPerSample 0.5) VisibleOnly false (64, 2, 4) (64, 1, 4)
+
+    /// TSFormer's shape (STEP, TSFormer_METR-LA.py): segments of 12, width 96 x 4 blocks (4 heads),
+    /// a 1-block decoder, 75% masking shared by the batch, learned positions, masked L1, no target
+    /// normalisation; channel-mixed tokens here (TSFormer runs per node). Mae's blocks are pre-LN,
+    /// TSFormer's post-LN.
+    let tsformer =
+        series 1 2016 12 false false L1 (RandomShared 0.75) VisibleOnly true (96, 4, 4) (96, 1, 4)
+
+    /// PatchTST's self-supervised shape (PatchTST_self_supervised): context 512, segments of 12 side
+    /// by side, channel-independent with RevIN, width 128 x 3 blocks (16 heads), 40% masking per
+    /// sample and channel, the encoder sees every position (hidden ones as a mask token where
+    /// PatchTST zero-fills them), a linear head, masked MSE.
+    let patchTst =
+        series 7 512 12 true true Mse (RandomPerChannel 0.4) AllWithMaskToken false (128, 3, 16) (128, 0, 16)
+
+    /// The preset names of each modality: image tiny/base/large/huge, video
+    /// tiny/small/base/large/huge, timeseries tiny/tsformer/patchtst.
     let namesFor (modality: string) =
         match (if isNull modality then "" else modality.ToLowerInvariant()) with
         | "image" -> names
         | "video" -> [| "tiny"; "small"; "base"; "large"; "huge" |]
+        | "timeseries" -> [| "tiny"; "tsformer"; "patchtst" |]
         | _ -> Guard.fail "modality" (sprintf "\"%s\"" modality) ("one of " + String.Join(", ", Modality.Names))
 
     /// The preset of that name (case-insensitive); ArgumentException for an unknown name.
@@ -177,6 +229,9 @@ module MaeConfig =
         if not (Array.contains p known) then
             Guard.fail "preset" (sprintf "\"%s\"" preset) (sprintf "one of %s for %s" (String.Join(", ", known)) (modality.ToLowerInvariant()))
         match modality.ToLowerInvariant(), p with
+        | "timeseries", "tiny" -> seriesTiny
+        | "timeseries", "tsformer" -> tsformer
+        | "timeseries", _ -> patchTst
         | "video", "tiny" -> videoTiny
         | "video", "small" -> videoSmall
         | "video", "base" -> videoBase
@@ -192,6 +247,12 @@ module MaeConfig =
                 Video
                     { Frames = frames; FrameSize = frameSize; TubeletSize = tubelet; PatchSize = patchSize
                       Channels = channels; Positions = positions } }
+
+    /// The configuration reading `channels` series of `length` steps (its segments, tokenisation,
+    /// RevIN and loss kept; a configuration of another modality gets seriesTiny's).
+    let withSeries (channels: int) (length: int) (c: MaeConfig) =
+        let s = match c.Input with TimeSeries s -> s | _ -> seriesTiny.Series
+        { c with Input = TimeSeries { s with Channels = channels; Length = length } }
 
     /// The configuration with other image sizes (same modality: image).
     let withImage (imageSize: int * int) (patchSize: int * int) (channels: int) (c: MaeConfig) =
@@ -217,6 +278,11 @@ module MaeConfig =
                   fun () -> if c.DecoderEmbedDim > 0 then heads "DecoderHeads" c.DecoderHeads "DecoderEmbedDim" c.DecoderEmbedDim
               fun () -> if not (c.MlpRatio > 0.0) then Guard.fail "MlpRatio" c.MlpRatio "a positive number"
               fun () -> Guard.notNull "Masking" c.Masking
+              fun () ->
+                  match c.Masking, c.Input with
+                  | RandomPerChannel _, TimeSeries s when s.ChannelIndependent -> ()
+                  | RandomPerChannel _, _ -> Guard.fail "Masking" "random-per-channel" "a channel-independent series model for masking per channel (PatchTST); use random"
+                  | _ -> ()
               fun () -> if not (isNull (box c.Masking)) then Guard.maskRatio "MaskRatio" c.MaskRatio ]
         [| for check in checks do
                try check () with :? ArgumentException as e -> yield e |]

@@ -23,6 +23,7 @@ module Build =
         match cfg.Input with
         | Image i -> new ImageAdapter(i, cfg.EmbedDim)
         | Video v -> new VideoAdapter(v, cfg.EmbedDim)
+        | TimeSeries s -> new SeriesAdapter(s, cfg.EmbedDim)
 
     /// The modality's default objective: masked MSE on the target normalised as its reference
     /// does when NormPixLoss — per token (MAE: eps inside the square root) for images, per token
@@ -31,6 +32,9 @@ module Build =
         match cfg.Input with
         | Video v when cfg.NormPixLoss ->
             { Reconstruction = Losses.withPerChannelNorm v.Channels Losses.perChannelNormEps Losses.maskedMse; Extra = [] }
+        | TimeSeries s ->
+            let loss = match s.Loss with L1 -> Losses.maskedL1 | Mse -> Losses.maskedMse
+            { Reconstruction = (if cfg.NormPixLoss then Losses.withNormPix Losses.normPixEps loss else loss); Extra = [] }
         | _ -> Objective.mse cfg.NormPixLoss
 
     /// The ViT encoder over the adapter's tokens.
@@ -88,7 +92,7 @@ type MaskedAutoencoder(config: MaeConfig, objective: Objective) as this =
 
     /// Applies the configured masking strategy to tokens [N, L, D] (its grid from the adapter).
     member _.Mask(x: Tensor, generator: Generator) : MaskResult =
-        MaskingStrategy.apply cfg.Masking adapter.Grid generator x
+        MaskingStrategy.applyRows cfg.Masking adapter.Grid adapter.RowsPerSample generator x
 
     /// Embedding plus positions, before masking: batch -> [N, L, D].
     member _.Embed(batch: Tensor) =
@@ -145,12 +149,27 @@ type MaskedAutoencoder(config: MaeConfig, objective: Objective) as this =
     member this.Encode(batch: Tensor) = encoder.Run(this.Embed batch)
 
     /// One feature vector per sample: the cls token's output, or the mean of the patch tokens
-    /// when `meanPool` (or when the model has no cls token). batch -> [N, D]
+    /// when `meanPool` (or when the model has no cls token). A series gives its L segment codes
+    /// side by side instead of their mean (where in the window a pattern sits matters for a series,
+    /// as PatchTST's flatten head reads them), and a channel-independent series its channels' vectors
+    /// side by side. batch -> [N, FeatureSize]
     member this.Features(batch: Tensor, meanPool: bool) =
         let z = this.Encode batch
         let extra = encoder.Extra
-        if cfg.ClsToken && not meanPool then z.select(1L, 0L)
-        else z.narrow(1L, extra, z.shape.[1] - extra).mean([| 1L |])
+        let tokens = z.narrow(1L, extra, z.shape.[1] - extra)
+        let pooled =
+            match cfg.Input with
+            | TimeSeries _ -> tokens.flatten(1L)
+            | _ when cfg.ClsToken && not meanPool -> z.select(1L, 0L)
+            | _ -> tokens.mean([| 1L |])
+        let rows = int64 adapter.RowsPerSample
+        if rows = 1L then pooled else pooled.reshape(pooled.shape.[0] / rows, rows * pooled.shape.[1])
+
+    /// Width of `Features`: D (images, video), L*D for a series, times C when channel-independent.
+    member _.FeatureSize =
+        match cfg.Input with
+        | TimeSeries s -> s.NumPatches * cfg.EmbedDim * adapter.RowsPerSample
+        | _ -> cfg.EmbedDim
 
     /// Names of the encoder side's parameters (adapter and encoder: what an encoder-only export keeps).
     member _.EncoderParameterNames =

@@ -36,5 +36,11 @@ type InputAdapter(name: string) =
     /// The fixed positional table `[L, dim]` of the token grid (no cls row).
     abstract Positions: dim: int -> Tensor
 
+    /// Rows of tokens per sample (default 1). A channel-independent adapter (PatchTST) cuts each
+    /// of a sample's C channels into its own token sequence: `Pieces` and `Target` then give
+    /// [N*C, L, P], the masks are [N*C, L], and one sample's features are its rows' side by side.
+    abstract RowsPerSample: int
+    default _.RowsPerSample = 1
+
     /// L, the tokens per sample.
     member a.NumTokens = Array.fold (*) 1 a.Grid

@@ -93,6 +93,19 @@ module Masking =
         let noise = torch.rand([| 1L; l |], generator = gen).expand(n, l)
         ofShuffle x (noise.argsort(dim = 1L)) keep
 
+    /// Random masking with one mask per group of `group` consecutive rows: x [N*group, L, D] holds
+    /// the rows of N samples (a channel-independent series: the C channels of each sample), and
+    /// every row of a sample hides the same tokens; keeps int(L(1-r)) (`keepCount`). `group` = 1 is
+    /// `random`.
+    let randomGrouped (gen: Generator) (ratio: float) (group: int) (x: Tensor) : MaskResult =
+        checkTokens x
+        Guard.positive "group" group
+        let rows, l = x.shape.[0], x.shape.[1]
+        if rows % int64 group <> 0L then Guard.fail "x" (Guard.shapeOf x) (sprintf "a row count divisible by the group size %d" group)
+        let keep = keepCount (int l) ratio
+        let noise = torch.rand([| rows / int64 group; l |], generator = gen).repeat_interleave(int64 group, 0L)
+        ofShuffle x (noise.argsort(dim = 1L)) keep
+
     /// Tube masking (VideoMAE): one random spatial mask per sample, the same in every time slot.
     /// x: [N, slots*S, D] with tokens ordered slot-major (as `Patchify.patchify3d` gives them).
     /// VideoMAE's rule (masking_generator.py TubeMaskingGenerator): int(r * S) hidden per slot,

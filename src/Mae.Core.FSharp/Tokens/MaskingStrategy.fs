@@ -7,8 +7,12 @@ open System
 /// How a model masks its tokens: a masking function chosen by name, its ratio, and the token
 /// grid that the structured strategies read (it comes from the model's input adapter).
 type MaskingStrategy =
-    /// Random per sample (MAE, Audio-MAE): `Masking.random`.
+    /// Random per sample (MAE, Audio-MAE): `Masking.random`; for a channel-independent series, one
+    /// mask for all the channels of a sample (`Masking.randomGrouped`).
     | RandomPerSample of ratio: float
+    /// Random per sample and per channel (PatchTST's random_masking): for a channel-independent
+    /// series each channel's row draws its own mask (`Masking.random` on the rows).
+    | RandomPerChannel of ratio: float
     /// One random mask for the whole batch (M3AE, TSFormer): `Masking.randomShared`.
     | RandomShared of ratio: float
     /// BEiT-style rectangles on a 2D grid: `Masking.block`.
@@ -24,6 +28,7 @@ type MaskingStrategy =
     member this.Ratio =
         match this with
         | RandomPerSample r
+        | RandomPerChannel r
         | RandomShared r
         | BlockWise r
         | Tube r -> r
@@ -33,6 +38,7 @@ type MaskingStrategy =
     member this.Name =
         match this with
         | RandomPerSample _ -> "random"
+        | RandomPerChannel _ -> "random-per-channel"
         | RandomShared _ -> "random-shared"
         | BlockWise _ -> "block"
         | Tube _ -> "tube"
@@ -41,13 +47,14 @@ type MaskingStrategy =
 module MaskingStrategy =
 
     /// The names `Name` gives.
-    let names = [| "random"; "random-shared"; "block"; "tube"; "time-frequency" |]
+    let names = [| "random"; "random-per-channel"; "random-shared"; "block"; "tube"; "time-frequency" |]
 
     /// The strategy of that name with `ratio` (time-frequency: the same ratio on both axes);
     /// ArgumentException naming `masking` for another name.
     let ofName (name: string) (ratio: float) =
         match (if isNull name then "" else name.ToLowerInvariant()) with
         | "random" -> RandomPerSample ratio
+        | "random-per-channel" -> RandomPerChannel ratio
         | "random-shared" -> RandomShared ratio
         | "block" -> BlockWise ratio
         | "tube" -> Tube ratio
@@ -60,13 +67,16 @@ module MaskingStrategy =
     /// Masks tokens x [N, L, D] of a sample cut into `grid` (slowest axis first, product L).
     /// Block-wise and time-frequency need a 2D grid, tube at least 2 axes; another grid is an
     /// ArgumentException naming `grid`.
-    let apply (strategy: MaskingStrategy) (grid: int[]) (gen: Generator) (x: Tensor) : MaskResult =
+    /// `rowsPerSample` > 1 (a channel-independent series: x is [N*C, L, D]): random masking draws
+    /// one mask per sample for its C rows, random-per-channel one per row; shared is one for all.
+    let applyRows (strategy: MaskingStrategy) (grid: int[]) (rowsPerSample: int) (gen: Generator) (x: Tensor) : MaskResult =
         let twoD () =
             if grid.Length <> 2 then
                 Guard.fail "grid" (sprintf "%A" grid) (sprintf "a 2D token grid for %s masking" strategy.Name)
             grid.[0], grid.[1]
         match strategy with
-        | RandomPerSample r -> Masking.random gen r x
+        | RandomPerSample r -> if rowsPerSample > 1 then Masking.randomGrouped gen r rowsPerSample x else Masking.random gen r x
+        | RandomPerChannel r -> Masking.random gen r x
         | RandomShared r -> Masking.randomShared gen r x
         | BlockWise r -> Masking.block gen r (twoD ()) x
         | Tube r ->
@@ -74,3 +84,7 @@ module MaskingStrategy =
                 Guard.fail "grid" (sprintf "%A" grid) "a token grid of at least 2 axes (time slots first) for tube masking"
             Masking.tube gen r grid.[0] x
         | TimeFrequency (t, f) -> Masking.timeFrequency gen t f (twoD ()) x
+
+    /// `applyRows` with one row per sample.
+    let apply (strategy: MaskingStrategy) (grid: int[]) (gen: Generator) (x: Tensor) : MaskResult =
+        applyRows strategy grid 1 gen x

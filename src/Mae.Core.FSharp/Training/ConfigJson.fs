@@ -21,6 +21,9 @@ let inputToJson (m: Modality) : JsonObject =
         let (h, w), (ph, pw) = v.FrameSize, v.PatchSize
         obj [ "frames", value v.Frames; "frameHeight", value h; "frameWidth", value w; "tubeletSize", value v.TubeletSize
               "patchHeight", value ph; "patchWidth", value pw; "channels", value v.Channels; "positions", value v.Positions.Name ]
+    | TimeSeries s ->
+        obj [ "channels", value s.Channels; "length", value s.Length; "patchLength", value s.PatchLength; "patchStride", value s.PatchStride
+              "channelIndependent", value s.ChannelIndependent; "revin", value s.RevIN; "loss", value s.Loss.Name ]
 
 /// The whole configuration: "modality", "input" and the model's settings.
 let toJson (c: MaeConfig) : JsonObject =
@@ -63,6 +66,18 @@ let private videoOf (o: JsonNode) =
         { Frames = i "frames"; FrameSize = i "frameHeight", i "frameWidth"; TubeletSize = i "tubeletSize"
           PatchSize = i "patchHeight", i "patchWidth"; Channels = i "channels"; Positions = positions }
 
+let private seriesOf (o: JsonNode) =
+    let i (k: string) = (field o k).GetValue<int>()
+    let b (k: string) = (field o k).GetValue<bool>()
+    let loss =
+        match (field o "loss").GetValue<string>() with
+        | "mse" -> Mse
+        | "l1" -> L1
+        | other -> bad (sprintf "unknown series loss \"%s\"" other)
+    TimeSeries
+        { Channels = i "channels"; Length = i "length"; PatchLength = i "patchLength"; PatchStride = i "patchStride"
+          ChannelIndependent = b "channelIndependent"; RevIN = b "revin"; Loss = loss }
+
 /// Reads what `toJson` wrote; also the flat image configuration of the first checkpoints
 /// (kind mae-image-checkpoint/1: image fields at the top, no "modality"). InvalidDataException
 /// for an unknown modality, masking or attention.
@@ -78,6 +93,7 @@ let ofJson (o: JsonNode) : MaeConfig =
             match m.GetValue<string>() with
             | "image" -> imageOf (field o "input")
             | "video" -> videoOf (field o "input")
+            | "timeseries" -> seriesOf (field o "input")
             | other -> bad (sprintf "unknown modality \"%s\" (this Mae knows %s)" other (String.Join(", ", Modality.Names)))
     let masking =
         match s "masking" with
