@@ -146,7 +146,9 @@ type DataValues =
       /// `--window` (None: 32 for pretraining, the model's length otherwise).
       Window: int option
       /// `--stride`: steps between window starts.
-      Stride: int }
+      Stride: int
+      /// `--test-groups`: groups held out whole as the test split (null: the data set's default).
+      TestGroups: string[] }
 
 /// The options that say how video files and CSV series are read, shared by pretrain, probe,
 /// reconstruct, finetune and forecast.
@@ -159,9 +161,12 @@ type DataOptions() =
     let groupColumn = create<string> "--group-column" "For a CSV series: a column that splits the rows into separate series, each windowed on its own (weather: location, sensors: mote_id)." None |> named "NAME"
     let window = create<int> "--window" "For a CSV series: steps per window (pretrain: default 32; probe, reconstruct, forecast: the model's)." None |> check "a positive integer" (fun v -> v > 0) |> named "T"
     let stride = positive "--stride" "For a CSV series: steps between window starts." 1
+    let testGroups =
+        create<string> "--test-groups" "For a CSV series with a group column: groups held out whole as the test split, comma-separated (sensors: 1); default: every group split 70/10/20 in time order." None
+        |> named "G1,G2,..."
 
     member _.AddTo(cmd: Command) =
-        for o in [ frameStride :> Option; timeColumn; columns; labelColumn; groupColumn; window; stride ] do
+        for o in [ frameStride :> Option; timeColumn; columns; labelColumn; groupColumn; window; stride; testGroups ] do
             cmd.Options.Add o
 
     member _.Read(parsed: ParseResult) : DataValues =
@@ -176,7 +181,11 @@ type DataOptions() =
               LabelColumn = text labelColumn
               GroupColumn = text groupColumn }
           Window = (match parsed.GetResult window with null -> None | _ -> Some(parsed.GetValue window))
-          Stride = parsed.GetValue stride }
+          Stride = parsed.GetValue stride
+          TestGroups =
+            (match text testGroups with
+             | null | "" -> null
+             | v -> v.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)) }
 
 /// The clips for a video model's input named by `--data`:
 /// - "mnist" or a folder of MNIST-style IDX files: Moving-MNIST, `trainCount` clips from the
@@ -225,11 +234,11 @@ let videoData (ui: Ui) (data: string) (video: VideoInput) (values: DataValues) (
 /// steps (None: `--window`, else 32) every `--stride` steps plus `horizon` future steps, after a
 /// chronological 70/10/20 split per group, standardised with the training rows' statistics.
 let seriesData (ui: Ui) (data: string) (values: DataValues) (window: int option) (horizon: int) : SeriesSplits =
-    let path, defaults =
+    let path, defaults, heldOut =
         match (if isNull data then "" else data.ToLowerInvariant()) with
-        | "weather" -> SeriesData.weatherCsv ui.Log, SeriesData.weatherOptions
-        | "sensors" -> SeriesData.sensorCsv ui.Log, SeriesData.sensorOptions
-        | _ when File.Exists data -> data, SeriesCsvOptions.defaults
+        | "weather" -> SeriesData.weatherCsv ui.Log, SeriesData.weatherOptions, [||]
+        | "sensors" -> SeriesData.sensorCsv ui.Log, SeriesData.sensorOptions, SeriesData.sensorTestGroups
+        | _ when File.Exists data -> data, SeriesCsvOptions.defaults, [||]
         | _ -> usage "--data" (sprintf "\"%s\"" data) "\"weather\", \"sensors\" or a CSV file for a time-series model"
     let pick (given: 'a) (fallback: 'a) = if isNull (box given) then fallback else given
     let csv =
@@ -245,17 +254,24 @@ let seriesData (ui: Ui) (data: string) (values: DataValues) (window: int option)
         | None, Some model -> model
         | None, None -> 32
     let splits =
-        try SeriesWindows.split table { SeriesWindowOptions.defaults with Window = t; Stride = values.Stride; Horizon = horizon }
+        try
+            SeriesWindows.split table
+                { SeriesWindowOptions.defaults with
+                    Window = t; Stride = values.Stride; Horizon = horizon
+                    TestGroups = (if isNull values.TestGroups then heldOut else values.TestGroups) }
         with :? ArgumentException as e when e.ParamName = "Window" ->
             raise (UsageException(sprintf "--window %d does not fit %s: %s" t path (e.Message.Replace(" (Parameter 'Window')", ""))))
     let groups = table.Groups |> Array.distinct
+    let testLabels = (splits.Test.Windows :> IDataset).Labels()
+    let testCounts = splits.ClassNames |> Array.mapi (fun k name -> sprintf "%s %d" name (testLabels |> Array.filter ((=) (int64 k)) |> Array.length))
     ui.Log(
-        sprintf "series %s: %d rows%s, columns %s, time %s%s; windows of %d every %d: %d train, %d validation, %d test"
+        sprintf "series %s: %d rows%s, columns %s, time %s%s; windows of %d every %d: %d train, %d validation, %d test (%s)"
             path table.Rows
             (if groups.Length > 1 then sprintf " in %d groups (%s)" groups.Length (String.Join(", ", groups)) else "")
             (String.Join(",", table.Columns)) table.TimeColumn
             (if isNull table.Labels then "" else sprintf ", %d classes (%s)" splits.ClassNames.Length (String.Join(", ", splits.ClassNames)))
             t values.Stride (splits.Train.Windows :> IDataset).Count (splits.Val.Windows :> IDataset).Count (splits.Test.Windows :> IDataset).Count
+            (String.Join(", ", testCounts))
     )
     splits
 

@@ -51,7 +51,7 @@ let create () =
                     sprintf "linear probe: %s" name,
                     fun () ->
                         let r = probeOf features
-                        ui.Log(sprintf "linear probe %-12s test %.4f (train %.4f)" name r.TestAccuracy r.TrainAccuracy)
+                        ui.Log(sprintf "linear probe %-12s test %.4f (balanced %.4f; train %.4f)" name r.TestAccuracy r.TestBalancedAccuracy r.TrainAccuracy)
                         r
                 )
             model.eval ()
@@ -63,9 +63,9 @@ let create () =
             let seconds = clock.Elapsed.TotalSeconds
             ui.Summary(
                 sprintf "linear probe, %d classes, %d train / %d test samples" classes trainCount testCount,
-                [ "pretrained encoder", sprintf "%.4f" pretrained.TestAccuracy
-                  "random-init encoder", sprintf "%.4f" random.TestAccuracy
-                  (match meta.Config.Input with TimeSeries _ -> "raw windows" | _ -> "raw pixels"), sprintf "%.4f" raw.TestAccuracy
+                [ "pretrained encoder", sprintf "%.4f (balanced %.4f)" pretrained.TestAccuracy pretrained.TestBalancedAccuracy
+                  "random-init encoder", sprintf "%.4f (balanced %.4f)" random.TestAccuracy random.TestBalancedAccuracy
+                  (match meta.Config.Input with TimeSeries _ -> "raw windows" | _ -> "raw pixels"), sprintf "%.4f (balanced %.4f)" raw.TestAccuracy raw.TestBalancedAccuracy
                   "checkpoint", sprintf "%s (step %d)" path meta.Step
                   "seconds", sprintf "%.1f" seconds ]
             )
@@ -74,6 +74,9 @@ let create () =
                     [ "probe_pretrained", number pretrained.TestAccuracy
                       "probe_random_init", number random.TestAccuracy
                       "probe_raw_pixels", number raw.TestAccuracy
+                      "balanced_pretrained", number pretrained.TestBalancedAccuracy
+                      "balanced_random_init", number random.TestBalancedAccuracy
+                      "balanced_raw", number raw.TestBalancedAccuracy
                       "train_accuracy_pretrained", number pretrained.TrainAccuracy
                       "train_images", JsonValue.Create trainCount
                       "test_images", JsonValue.Create testCount

@@ -75,12 +75,12 @@ let create () =
                     k
             ui.Summary(
                 "reconstruction",
-                [ "png", png; "images", string k; "mask ratio", sprintf "%g" meta.Config.MaskRatio; "checkpoint", path ]
+                [ "png", png; "samples", string k; "mask ratio", sprintf "%g" meta.Config.MaskRatio; "checkpoint", path ]
             )
             ui.Result(
                 jsonObject
                     [ "png", JsonValue.Create png
-                      "images", JsonValue.Create k
+                      "samples", JsonValue.Create k
                       "mask_ratio", number meta.Config.MaskRatio
                       "checkpoint", JsonValue.Create path ]
             )

@@ -70,7 +70,11 @@ let defaultLinearOptions = { Epochs = 20; BatchSize = 256; Lr = 0.1; WeightDecay
 
 type ProbeResult =
     { TrainAccuracy: float
-      TestAccuracy: float }
+      TestAccuracy: float
+      /// The mean over the classes present in the test split of the share of their samples
+      /// predicted right (balanced accuracy): what a rare class (an anomaly) shows that accuracy
+      /// hides.
+      TestBalancedAccuracy: float }
 
 /// BatchNorm1d(affine = false, eps 1e-6) then Linear: MAE's linear-probe head.
 type LinearHead(dim: int, classes: int) as this =
@@ -89,12 +93,23 @@ let accuracy (logits: Tensor) (labels: Tensor) =
     use _ = torch.NewDisposeScope()
     logits.argmax(1L).eq(labels).to_type(ScalarType.Float64).mean().item<float>()
 
-/// Accuracy of the head on features x [N, D] against labels [N], in evaluation mode.
+/// Balanced accuracy: the mean over the classes present in `labels` of each class's recall.
+let balancedAccuracy (logits: Tensor) (labels: Tensor) =
+    use _ = torch.NewDisposeScope()
+    let predicted = logits.argmax(1L).cpu().data<int64>().ToArray()
+    let truth = labels.cpu().data<int64>().ToArray()
+    truth
+    |> Array.indexed
+    |> Array.groupBy snd
+    |> Array.averageBy (fun (_, members) -> members |> Array.averageBy (fun (i, y) -> if predicted.[i] = y then 1.0 else 0.0))
+
+/// Accuracy (and balanced accuracy) of the head on features x [N, D] against labels [N], in evaluation mode.
 let private headAccuracy (head: LinearHead) (x: Tensor) (labels: Tensor) =
     use _ = torch.NewDisposeScope()
     use _ = torch.no_grad()
     head.eval ()
-    accuracy (head.forward x) labels
+    let logits = head.forward x
+    accuracy logits labels, balancedAccuracy logits labels
 
 /// Frozen features of a train and a test split, x [N, D] and [M, D], with their labels [N] and
 /// [M] in [0, classes): everything a native index check would otherwise catch.
@@ -141,10 +156,10 @@ let linear (options: LinearProbeOptions) (classes: int) (trainX: Tensor) (trainY
             step order b it
             Runtime.endOfStep ()
             it <- it + 1
-    let trainAcc = headAccuracy head trainX trainY
-    let testAcc = headAccuracy head testX testY
+    let trainAcc, _ = headAccuracy head trainX trainY
+    let testAcc, testBalanced = headAccuracy head testX testY
     Runtime.endOfStep ()
-    { TrainAccuracy = trainAcc; TestAccuracy = testAcc }
+    { TrainAccuracy = trainAcc; TestAccuracy = testAcc; TestBalancedAccuracy = testBalanced }
 
 /// Features and labels of a train and a test loader (`extractFrom`), given to `f` and freed after it.
 let private onFeatures (features: Tensor -> Tensor) (device: Device) (train: Data.BatchLoader) (test: Data.BatchLoader)
