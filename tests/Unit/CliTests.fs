@@ -329,6 +329,56 @@ let private videoPipeline () =
     expectExit 2 (code, stdout, stderr) "a colour preset on Moving-MNIST"
     Expect.stringContains stderr "grey frames" "says why"
 
+let private seriesPipeline () =
+    use dir = new TempDir()
+    let csv = dir.File "sines.csv"
+    SeriesTests.sinusoidCsv csv 500
+    let common = [ "--data"; csv; "--time-column"; "t"; "--group-column"; "site"; "--label-column"; "state" ]
+    let out = dir.File "series"
+    let code, stdout, stderr =
+        run ([ "pretrain"; "--modality"; "timeseries"; "--window"; "32"; "--stride"; "2"; "--epochs"; "2"; "--batch-size"; "32"
+               "--out"; out; "--threads"; "1"; "--json" ] @ common)
+    expectExit 0 (code, stdout, stderr) "pretrain --modality timeseries"
+    Expect.stringContains stderr "columns slow,fast,mixed" "the numeric columns by default"
+    Expect.stringContains stderr "channel-independent" "the tiny preset's tokenisation"
+    let ckpt = Path.Combine(out, "last.ckpt")
+    let code, stdout, stderr = run ([ "probe"; "--checkpoint"; ckpt; "--stride"; "2"; "--probe-epochs"; "2"; "--threads"; "1"; "--json" ] @ common)
+    expectExit 0 (code, stdout, stderr) "probe of a series model"
+    let j = lastJson stdout
+    Expect.equal (j.["classes"].GetValue<int>()) 2 "up / down"
+    Expect.isTrue (j.ContainsKey "balanced_pretrained") "balanced accuracy"
+    let code, stdout, stderr = run ([ "forecast"; "--checkpoint"; ckpt; "--horizon"; "4"; "--forecast-epochs"; "2"; "--threads"; "1"; "--json" ] @ common)
+    expectExit 0 (code, stdout, stderr) "forecast"
+    let j = lastJson stdout
+    for key in [ "pretrained"; "random_init"; "linear"; "naive" ] do
+        Expect.isTrue (j.[key].["mse"].GetValue<float>() >= 0.0) (key + " MSE")
+    let png = dir.File "series.png"
+    let code, stdout, stderr = run ([ "reconstruct"; "--checkpoint"; ckpt; "--out"; png; "--count"; "2" ] @ common)
+    expectExit 0 (code, stdout, stderr) "reconstruct a series"
+    Expect.isTrue (File.Exists png) "the plot"
+    // channel-mixed, overlapping segments, L1
+    let code, stdout, stderr =
+        run ([ "pretrain"; "--modality"; "timeseries"; "--channel-mode"; "mixed"; "--segment"; "8"; "--segment-stride"; "4"; "--series-loss"; "l1"
+               "--epochs"; "1"; "--batch-size"; "32"; "--out"; dir.File "mixed"; "--threads"; "1" ] @ common)
+    expectExit 0 (code, stdout, stderr) "channel-mixed pretraining"
+    Expect.stringContains (stdout + stderr) "segments of 8 every 4, channel-mixed" "the options reach the model"
+    // bad input: a non-numeric cell, a missing column, a window longer than a split, per-channel masking when mixed
+    File.WriteAllText(dir.File "bad.csv", "t,x,y\n0,1,2\n1,2,oops\n2,3,4\n")
+    let code, stdout, stderr = run [ "pretrain"; "--modality"; "timeseries"; "--data"; dir.File "bad.csv"; "--out"; dir.File "bad" ]
+    expectExit 1 (code, stdout, stderr) "a non-numeric cell"
+    Expect.stringContains stderr "row 2 (line 3), column \"y\"" "names the row and column"
+    Expect.isFalse (Directory.Exists(dir.File "bad") && File.Exists(Path.Combine(dir.File "bad", "last.ckpt"))) "nothing written"
+    let code, stdout, stderr = run ([ "pretrain"; "--modality"; "timeseries"; "--columns"; "slow,nope"; "--out"; dir.File "bad2" ] @ common)
+    expectExit 1 (code, stdout, stderr) "a missing column"
+    Expect.stringContains stderr "no value column \"nope\"" "names the column"
+    let code, stdout, stderr = run ([ "pretrain"; "--modality"; "timeseries"; "--window"; "400"; "--out"; dir.File "bad3" ] @ common)
+    expectExit 2 (code, stdout, stderr) "a window longer than a split"
+    Expect.stringContains stderr "--window 400" "names the option"
+    let code, stdout, stderr =
+        run ([ "pretrain"; "--modality"; "timeseries"; "--channel-mode"; "mixed"; "--masking"; "random-per-channel"; "--out"; dir.File "bad4" ] @ common)
+    expectExit 2 (code, stdout, stderr) "per-channel masking of a channel-mixed model"
+    Expect.stringContains stderr "channel-independent" "says what it needs"
+
 let private interruptAndResume () =
     use dir = new TempDir()
     let args (out: string) =
@@ -446,6 +496,7 @@ let tests =
         }
         test "pretrain, probe and reconstruct read a folder of PNG files in class folders" { imageFolderPipeline () }
         test "video: pretrain, probe, reconstruct and info on Moving-MNIST and on a folder of video files; bad files named" { videoPipeline () }
+        test "time series: pretrain, probe, forecast and reconstruct on a CSV; tokenisation options; bad cells and columns named" { seriesPipeline () }
         test "import reads the reference's .pth and encoder-only .pth; export writes .pth and .safetensors that import back identically; finetune on few labels" { importExport () }
         test "resuming with other options exits 2 naming each option, its value and the checkpoint's" { resumeWithOtherOptions () }
         test "Ctrl-C saves a checkpoint, and resuming ends where an uninterrupted run does" {

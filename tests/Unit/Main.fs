@@ -25,6 +25,7 @@ let main argv =
             ImageFolderTests.tests
             VisualizeTests.tests
             VideoTests.tests
+            SeriesTests.tests
             ReadmeTests.tests
             CSharpFacadeTests.tests
             CliTests.tests

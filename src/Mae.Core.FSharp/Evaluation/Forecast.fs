@@ -26,6 +26,10 @@ type ForecastOptions =
 module ForecastOptions =
     let defaults = { Horizon = 7; Epochs = 30; BatchSize = 64; Lr = 1e-3; WeightDecay = 1e-4; Seed = 0L }
 
+/// The frozen model a head reads, held outside the head's own modules (a Module field would be
+/// registered as the head's submodule, moved and disposed with it).
+type private FrozenEncoder = { Model: MaskedAutoencoder }
+
 /// PatchTST's flatten head (FlattenHead in PatchTST_self_supervised): the encoder's L segment
 /// tokens, unmasked, flattened to L*D, then one linear map to the horizon (per channel when the
 /// model is channel-independent; to H*C at once when channel-mixed); with RevIN the forecast is
@@ -34,7 +38,7 @@ module ForecastOptions =
 type FlattenHead(model: MaskedAutoencoder, horizon: int) as this =
     inherit Module<Tensor, Tensor>("FlattenHead")
     let series = model.Config.Series
-    let adapter = model.Adapter :?> SeriesAdapter
+    let frozen = { Model = model }
     let l = int64 series.NumPatches
     let perRow = if series.ChannelIndependent then 1L else int64 series.Channels
     let head = Linear(l * int64 model.Config.EmbedDim, int64 horizon * perRow)
@@ -47,6 +51,7 @@ type FlattenHead(model: MaskedAutoencoder, horizon: int) as this =
 
     /// Windows x [N, C, T] -> forecasts [N, C, H].
     override _.forward(x: Tensor) =
+        let model = frozen.Model
         let z =
             use _ = torch.no_grad()
             let z = model.Encode x
@@ -55,7 +60,7 @@ type FlattenHead(model: MaskedAutoencoder, horizon: int) as this =
         let out = head.forward z
         let n, c, h = x.shape.[0], int64 series.Channels, int64 horizon
         let forecast = if series.ChannelIndependent then out.reshape(n, c, h) else out.reshape(n, h, c).permute(0L, 2L, 1L)
-        match adapter.RevIN with
+        match (model.Adapter :?> SeriesAdapter).RevIN with
         | null -> forecast
         | revin ->
             let mean, stdev = revin.Statistics x
