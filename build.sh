@@ -184,6 +184,7 @@ run_tests() {
   }
   run_check "examples/CSharpQuickStart on the MNIST fixture" csharp_quickstart
   run_check "examples/CSharpQuickStart video (Moving-MNIST from the fixture's digits)" csharp_video
+  run_check "examples/CSharpQuickStart series (the fixture's CSV series)" csharp_series
   if run_check "pack Mae.Core and Mae into a local feed" local_feed; then
     run_check "consumer of the NuGet packages from a local feed" consumer_check
     run_check "F# scripts (examples/*.fsx) on the local feed" fsx_scripts
@@ -213,6 +214,15 @@ csharp_video() {
   echo "$out" | tail -n 2
   [ $rc -eq 0 ] && echo "$out" | grep -q "video: linear-probe accuracy" || rc=1
   rm -rf "$dir"
+  return $rc
+}
+
+# The C# series example, 2 epochs on the committed CSV fixture.
+csharp_series() {
+  local out rc=0
+  out=$(dotnet run --project "$ROOT/examples/CSharpQuickStart" -c "$CONFIG" --no-build -- series 2 "$ROOT/tests/fixtures/series-small.csv" 2>&1) || rc=$?
+  echo "$out" | tail -n 1
+  [ $rc -eq 0 ] && echo "$out" | grep -q "series: linear-probe accuracy" || rc=1
   return $rc
 }
 

@@ -2,7 +2,17 @@
 // Usage: CSharpQuickStart [EPOCHS] [IDX-FOLDER]   (no folder: MNIST is fetched once and cached)
 //        CSharpQuickStart EPOCHS IMAGE-FOLDER     (class folders of PNG/JPEG files: ImageFolderExample.cs)
 //        CSharpQuickStart video EPOCHS [IDX-FOLDER [CLIPS]]   (Moving-MNIST clips: VideoExample.cs)
+//        CSharpQuickStart series EPOCHS [CSV]    (windows of a CSV series, weather by default: SeriesExample.cs)
 using Mae;
+
+if (args.Length > 0 && args[0] == "series")
+{
+    var series = args.Length > 2
+        ? MaeDataset.OpenSeriesCsv(args[2], window: 32, stride: 2, timeColumn: "t", labelColumn: "state", groupColumn: "site")
+        : MaeDataset.Weather(window: 32, log: Console.WriteLine);
+    SeriesExample.Run(series, args.Length > 1 ? int.Parse(args[1]) : 20);
+    return;
+}
 
 if (args.Length > 0 && args[0] == "video")
 {

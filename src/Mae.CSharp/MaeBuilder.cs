@@ -15,6 +15,8 @@ namespace Mae
         BlockWise,
         /// <summary>Tube masking (VideoMAE): one spatial mask per clip, the same in every time slot.</summary>
         Tube,
+        /// <summary>Per sample and per channel (PatchTST): channel-independent series only.</summary>
+        RandomPerChannel,
     }
 
     /// <summary>How attention is computed (same result, different speed).</summary>
@@ -56,7 +58,7 @@ namespace Mae
     }
 
     /// <summary>
-    /// Builds a masked autoencoder (images, video). Immutable: each call returns a new builder.
+    /// Builds a masked autoencoder (images, video, time series). Immutable: each call returns a new builder.
     /// <code>
     /// using var mae = MaeBuilder.ForImages(imageSize: 28, patchSize: 7, channels: 1)
     ///     .MaskRatio(0.75).Encoder(e => e.Width(128).Depth(4).Heads(4))
@@ -106,13 +108,48 @@ namespace Mae
                 0, null);
 
         /// <summary>
-        /// A preset of <paramref name="modality"/> ("image" or "video") by name: for images
+        /// A preset of <paramref name="modality"/> ("image", "video" or "timeseries") by name (the
+        /// series presets: tiny, tsformer, patchtst); for images
         /// <see cref="MaeBuilder.FromPreset(string)"/>'s; for video tiny (8 grey 48×48 frames, tubelet 2×8×8)
         /// and VideoMAE's small, base, large, huge (16 RGB frames of 224×224, tubelet 2×16×16, their
         /// decoders). Throws <see cref="ArgumentException"/> naming <c>preset</c> or
         /// <c>modality</c> for another name.
         /// </summary>
         public static MaeBuilder FromPreset(string modality, string preset) => new(MaeConfigModule.ofModality(modality, preset), 0, null);
+
+        /// <summary>
+        /// Multivariate series [N, C, T] of <paramref name="channels"/> channels and
+        /// <paramref name="length"/> steps, cut into segments of <paramref name="segmentLength"/>
+        /// steps every <paramref name="segmentStride"/> steps (null: side by side; smaller overlaps,
+        /// as PatchTST's stride); <paramref name="channelIndependent"/>: each channel its own
+        /// token sequence through shared weights (PatchTST), else a token holds every channel
+        /// (TSFormer-style); <paramref name="revIN"/>: RevIN instance normalisation. The tiny series
+        /// preset's encoder (64 × 2) and decoder (64 × 1) until changed, 50% random masking per
+        /// sample, masked MSE. Sizes are checked by <see cref="Build"/> (a length shorter than one
+        /// segment names <c>Length</c>).
+        /// </summary>
+        public static MaeBuilder ForTimeSeries(int channels, int length, int segmentLength = 8, int? segmentStride = null,
+            bool channelIndependent = true, bool revIN = false)
+        {
+            var tiny = MaeConfigModule.seriesTiny;
+            var input = Modality.NewTimeSeries(new SeriesInput(channels, length, segmentLength, segmentStride ?? segmentLength,
+                channelIndependent, revIN, Mae.SeriesLoss.Mse));
+            return new(new MaeConfig(input, tiny.EmbedDim, tiny.Depth, tiny.Heads, tiny.DecoderEmbedDim, tiny.DecoderDepth, tiny.DecoderHeads,
+                tiny.MlpRatio, tiny.Masking, tiny.NormPixLoss, tiny.ClsToken, tiny.LearnedPosEmbed, tiny.Attention, tiny.EncoderInput), 0, null);
+        }
+
+        /// <summary>Series models: masked L1 (TSFormer) instead of masked MSE when true.</summary>
+        public MaeBuilder L1Loss(bool enabled = true)
+        {
+            if (!_config.Input.IsTimeSeries)
+                throw new InvalidOperationException($"L1Loss applies to time-series models; this builder is for {_config.Modality}.");
+            var s = _config.Series;
+            var input = Modality.NewTimeSeries(new SeriesInput(s.Channels, s.Length, s.PatchLength, s.PatchStride, s.ChannelIndependent, s.RevIN,
+                enabled ? Mae.SeriesLoss.L1 : Mae.SeriesLoss.Mse));
+            var c = _config;
+            return With(new MaeConfig(input, c.EmbedDim, c.Depth, c.Heads, c.DecoderEmbedDim, c.DecoderDepth, c.DecoderHeads,
+                c.MlpRatio, c.Masking, c.NormPixLoss, c.ClsToken, c.LearnedPosEmbed, c.Attention, c.EncoderInput));
+        }
 
         /// <summary>Video models: VideoMAE's 1D sinusoid table (default), or a 3D sin-cos table when true.</summary>
         public MaeBuilder SinCos3dPositions(bool enabled = true)
@@ -146,6 +183,7 @@ namespace Mae
             MaskingKind.RandomShared => MaskingStrategy.NewRandomShared(ratio),
             MaskingKind.BlockWise => MaskingStrategy.NewBlockWise(ratio),
             MaskingKind.Tube => MaskingStrategy.NewTube(ratio),
+            MaskingKind.RandomPerChannel => MaskingStrategy.NewRandomPerChannel(ratio),
             _ => MaskingStrategy.NewRandomPerSample(ratio),
         }));
 
@@ -216,7 +254,7 @@ namespace Mae
         }
 
         private static MaskingKind KindOf(MaskingStrategy m) =>
-            m.IsRandomShared ? MaskingKind.RandomShared : m.IsBlockWise ? MaskingKind.BlockWise : m.IsTube ? MaskingKind.Tube : MaskingKind.Random;
+            m.IsRandomShared ? MaskingKind.RandomShared : m.IsBlockWise ? MaskingKind.BlockWise : m.IsTube ? MaskingKind.Tube : m.IsRandomPerChannel ? MaskingKind.RandomPerChannel : MaskingKind.Random;
 
         private MaeConfig Copy(
             int? embedDim = null, int? depth = null, int? heads = null, int? decoderEmbedDim = null,

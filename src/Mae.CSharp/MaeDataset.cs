@@ -93,6 +93,44 @@ namespace Mae
             }
             return new MaeDatasetSplits(Clips(digits.Train, trainCount, seed), Clips(digits.Test, testCount, seed + 1), "Moving-MNIST");
         }
+
+        /// <summary>
+        /// A CSV file of multivariate series (read with CsvHelper) cut into windows of
+        /// <paramref name="window"/> steps every <paramref name="stride"/> steps: each group's rows
+        /// (<paramref name="groupColumn"/>; one series without it) split 70/10/20 in time order, or
+        /// the <paramref name="testGroups"/> held out whole as the test split; every column
+        /// standardised with the training rows' statistics; a window's label is its last step's
+        /// (<paramref name="labelColumn"/>). Windows are [C, T] samples. Defaults: the first column
+        /// is time, the value columns are the other numeric ones. Throws
+        /// <see cref="System.IO.InvalidDataException"/> naming the file, row and column of a cell that
+        /// is not a finite number (missing values and NaN are rejected), or a missing column.
+        /// </summary>
+        public static MaeSeriesSplits OpenSeriesCsv(string path, int window = 32, int stride = 1, string? timeColumn = null,
+            IReadOnlyList<string>? columns = null, string? labelColumn = null, string? groupColumn = null, IReadOnlyList<string>? testGroups = null)
+        {
+            ArgumentException.ThrowIfNullOrEmpty(path);
+            var csv = new Data.SeriesCsvOptions(timeColumn!, columns is null ? null! : [.. columns], labelColumn!, groupColumn!);
+            return Windows(Data.SeriesCsv.read(path, csv), window, stride, testGroups);
+        }
+
+        /// <summary>
+        /// vega-datasets' weather.csv (Seattle and New York, daily 2012–2015: precipitation,
+        /// temp_max, temp_min, wind; labelled with the day's weather), fetched once with npm,
+        /// checksum-verified and cached, as <see cref="OpenSeriesCsv"/> reads it.
+        /// </summary>
+        public static MaeSeriesSplits Weather(int window = 32, int stride = 1, Action<string>? log = null)
+        {
+            var path = Data.SeriesData.weatherCsv(Microsoft.FSharp.Core.FuncConvert.FromAction(log ?? (_ => { })));
+            return Windows(Data.SeriesCsv.read(path, Data.SeriesData.weatherOptions), window, stride, null);
+        }
+
+        private static MaeSeriesSplits Windows(Data.SeriesTable table, int window, int stride, IReadOnlyList<string>? testGroups)
+        {
+            var options = new Data.SeriesWindowOptions(window, stride, 0, 0.7, 0.1, testGroups is null ? [] : [.. testGroups]);
+            var s = Data.SeriesWindows.split(table, options);
+            return new MaeSeriesSplits(new MaeDataset(s.Train.Windows), new MaeDataset(s.Val.Windows), new MaeDataset(s.Test.Windows),
+                s.Columns, s.ClassNames);
+        }
     }
 
     /// <summary>A train and a test split read on demand.</summary>
@@ -172,5 +210,25 @@ namespace Mae
             ArgumentNullException.ThrowIfNull(statistics);
             return Data.Transforms.forEvaluation(height, width, statistics.ToCore());
         }
+    }
+
+    /// <summary>The windows of a CSV series: a training, validation and test split, in time order.</summary>
+    public sealed class MaeSeriesSplits
+    {
+        internal MaeSeriesSplits(MaeDataset train, MaeDataset validation, MaeDataset test, string[] columns, string[] classNames)
+        {
+            Train = train; Validation = validation; Test = test; Columns = columns; ClassNames = classNames;
+        }
+
+        /// <summary>Windows of the first 70% of each group's rows.</summary>
+        public MaeDataset Train { get; }
+        /// <summary>Windows of the next 10%.</summary>
+        public MaeDataset Validation { get; }
+        /// <summary>Windows of the last 20% (or of the held-out groups).</summary>
+        public MaeDataset Test { get; }
+        /// <summary>The value columns, in channel order.</summary>
+        public IReadOnlyList<string> Columns { get; }
+        /// <summary>The label column's classes, sorted ("unlabelled" without one).</summary>
+        public IReadOnlyList<string> ClassNames { get; }
     }
 }

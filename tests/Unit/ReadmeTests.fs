@@ -43,6 +43,14 @@ let markedRegion (source: string) =
 
 let tests =
     testList "readme" [
+        testCase "README's F# series example equals the marked region of tests/Unit/SeriesTests.fs (which runs it)" <| fun () ->
+            let root = repoRoot (DirectoryInfo AppContext.BaseDirectory)
+            let readme = lines (File.ReadAllText(Path.Combine(root, "README.md")))
+            let marker = readme |> Array.findIndex (fun l -> l.StartsWith "<!-- series-fsharp")
+            let start = Array.FindIndex(readme, marker, fun l -> l = "```fsharp") + 1
+            let stop = Array.FindIndex(readme, start, fun l -> l = "```")
+            let region = markedRegion (File.ReadAllText(Path.Combine(root, "tests", "Unit", "SeriesTests.fs")))
+            Expect.sequenceEqual readme.[start .. stop - 1] region "README's F# series block and SeriesTests.fs's region differ"
         testCase "README's F# video example equals the marked region of tests/Unit/VideoTests.fs (which runs it)" <| fun () ->
             let root = repoRoot (DirectoryInfo AppContext.BaseDirectory)
             let readme = lines (File.ReadAllText(Path.Combine(root, "README.md")))
@@ -61,8 +69,9 @@ let tests =
             let root = repoRoot (DirectoryInfo AppContext.BaseDirectory)
             let blocks = csharpBlocks (File.ReadAllText(Path.Combine(root, "README.md")))
             let region (file: string) = markedRegion (File.ReadAllText(Path.Combine(root, "examples", "CSharpQuickStart", file)))
-            Expect.equal blocks.Length 3 "three C# examples: in memory, an image folder, video"
+            Expect.equal blocks.Length 4 "four C# examples: in memory, an image folder, video, time series"
             Expect.sequenceEqual blocks.[0] (region "Program.cs") "README's first C# block and CSharpQuickStart/Program.cs differ"
             Expect.sequenceEqual blocks.[1] (region "ImageFolderExample.cs") "README's second C# block and ImageFolderExample.cs differ"
             Expect.sequenceEqual blocks.[2] (region "VideoExample.cs") "README's third C# block and VideoExample.cs differ"
+            Expect.sequenceEqual blocks.[3] (region "SeriesExample.cs") "README's fourth C# block and SeriesExample.cs differ"
     ]

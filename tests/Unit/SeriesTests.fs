@@ -31,8 +31,42 @@ let private tinyFor (c: int) (t: int) (independent: bool) =
     let cfg = MaeConfig.withSeries c t MaeConfig.seriesTiny
     { cfg with Input = TimeSeries { cfg.Series with ChannelIndependent = independent } }
 
+/// README's F# series example (the lines between the markers; ReadmeTests compares them), run on
+/// the committed CSV fixture.
+let readmeSeriesExample (path: string) (csvOptions: SeriesCsvOptions) (epochs: int) =
+    // <readme>
+    let table = SeriesCsv.read path csvOptions // a time column, value columns, a label, a group column
+    let splits = SeriesWindows.split table { SeriesWindowOptions.defaults with Window = 32; Stride = 2; Horizon = 4 }
+    use model = MaskedAutoencoder.Create(MaeConfig.withSeries splits.Columns.Length 32 MaeConfig.seriesTiny, 0L)
+    let options = { PretrainOptions.defaults with Epochs = epochs; BatchSize = 64; BaseLr = 1e-3 }
+    Pretrain.runOn model splits.Train.Windows options null ignore Threading.CancellationToken.None |> ignore
+    let features (x: Tensor) = model.Features(x, false) // no masking: the segment codes side by side
+    let loader = LoaderOptions.evaluation 256 Transforms.identity
+    let probe = Probe.linearOnData Probe.defaultLinearOptions splits.ClassNames.Length features torch.CPU loader splits.Train.Windows splits.Test.Windows
+    let head = { ForecastOptions.defaults with Horizon = 4 } // PatchTST's flatten head on the frozen encoder
+    let forecast = Forecast.withEncoder model head splits.Train.Inputs splits.Train.Future splits.Test.Inputs splits.Test.Future
+    let naive = Forecast.naive splits.Test.Inputs splits.Test.Future
+    use g = new Generator(1UL, torch.CPU)
+    Visualize.series "series.png" model g id splits.Columns (splits.Test.Inputs.narrow(0L, 0L, 1L)) // hidden segments shaded
+    printfn "probe %.3f; forecast MSE %.3f (last value: %.3f)" probe.TestAccuracy forecast.Mse naive.Mse
+    // </readme>
+    probe, forecast, naive
+
 let tests =
     testList "time series" [
+        test "README's F# series example runs on the committed CSV fixture" {
+            let dir = Directory.GetCurrentDirectory()
+            use tmp = new TempDir()
+            Directory.SetCurrentDirectory tmp.Path
+            try
+                let probe, forecast, naive = readmeSeriesExample (fixturePath "series-small.csv") csvOptions 4
+                Expect.isGreaterThan probe.TestAccuracy 0.5 "a probe better than chance on up/down"
+                Expect.isLessThan forecast.Mse naive.Mse "the forecast beats the last value"
+                Expect.isTrue (File.Exists(tmp.File "series.png")) "the plot"
+            finally
+                Directory.SetCurrentDirectory dir
+        }
+
         test "a CSV is read as its header says: default columns are the numeric ones" {
             use dir = new TempDir()
             let path = dir.File "s.csv"
