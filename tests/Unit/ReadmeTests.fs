@@ -41,24 +41,23 @@ let markedRegion (source: string) =
         region |> Array.filter (String.IsNullOrWhiteSpace >> not) |> Array.map (fun l -> l.Length - l.TrimStart().Length) |> Array.min
     region |> Array.map (fun l -> if l.Length >= indent then l.Substring indent else l.TrimStart())
 
+/// The ```fsharp block after README's line starting with `marker`, and the marked region of `source`.
+let private fsharpBlockAndRegion (marker: string) (source: string list) =
+    let root = repoRoot (DirectoryInfo AppContext.BaseDirectory)
+    let readme = lines (File.ReadAllText(Path.Combine(root, "README.md")))
+    let at = readme |> Array.findIndex (fun l -> l.StartsWith marker)
+    let start = Array.FindIndex(readme, at, fun l -> l = "```fsharp") + 1
+    let stop = Array.FindIndex(readme, start, fun l -> l = "```")
+    readme.[start .. stop - 1], markedRegion (File.ReadAllText(Path.Combine(root :: source |> Array.ofList)))
+
 let tests =
     testList "readme" [
         testCase "README's F# series example equals the marked region of tests/Unit/SeriesTests.fs (which runs it)" <| fun () ->
-            let root = repoRoot (DirectoryInfo AppContext.BaseDirectory)
-            let readme = lines (File.ReadAllText(Path.Combine(root, "README.md")))
-            let marker = readme |> Array.findIndex (fun l -> l.StartsWith "<!-- series-fsharp")
-            let start = Array.FindIndex(readme, marker, fun l -> l = "```fsharp") + 1
-            let stop = Array.FindIndex(readme, start, fun l -> l = "```")
-            let region = markedRegion (File.ReadAllText(Path.Combine(root, "tests", "Unit", "SeriesTests.fs")))
-            Expect.sequenceEqual readme.[start .. stop - 1] region "README's F# series block and SeriesTests.fs's region differ"
+            let block, region = fsharpBlockAndRegion "<!-- series-fsharp" [ "tests"; "Unit"; "SeriesTests.fs" ]
+            Expect.sequenceEqual block region "README's F# series block and SeriesTests.fs's region differ"
         testCase "README's F# video example equals the marked region of tests/Unit/VideoTests.fs (which runs it)" <| fun () ->
-            let root = repoRoot (DirectoryInfo AppContext.BaseDirectory)
-            let readme = lines (File.ReadAllText(Path.Combine(root, "README.md")))
-            let marker = readme |> Array.findIndex (fun l -> l.StartsWith "<!-- video-fsharp")
-            let start = Array.FindIndex(readme, marker, fun l -> l = "```fsharp") + 1
-            let stop = Array.FindIndex(readme, start, fun l -> l = "```")
-            let region = markedRegion (File.ReadAllText(Path.Combine(root, "tests", "Unit", "VideoTests.fs")))
-            Expect.sequenceEqual readme.[start .. stop - 1] region "README's F# video block and VideoTests.fs's region differ"
+            let block, region = fsharpBlockAndRegion "<!-- video-fsharp" [ "tests"; "Unit"; "VideoTests.fs" ]
+            Expect.sequenceEqual block region "README's F# video block and VideoTests.fs's region differ"
         testCase "README's F# example equals examples/QuickStart/Program.fs (which the build compiles)" <| fun () ->
             let root = repoRoot (DirectoryInfo AppContext.BaseDirectory)
             let snippet = readmeSnippet (File.ReadAllText(Path.Combine(root, "README.md")))

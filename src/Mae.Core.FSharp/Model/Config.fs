@@ -98,8 +98,11 @@ type MaeConfig =
 
 module MaeConfig =
 
-    let private vit (imageSize: int) (patch: int) (channels: int) (d, depth, heads) (dd, ddepth, dheads) =
-        { Input = Image { ImageSize = imageSize, imageSize; PatchSize = patch, patch; Channels = channels }
+    /// A preset: the input, the encoder and decoder shapes (width, blocks, heads), the masking, and
+    /// MAE's other defaults (MLP ratio 4, norm-pix loss, cls token, fixed positions, math attention,
+    /// the encoder on visible tokens) for the modality to change.
+    let private preset (input: Modality) (d, depth, heads) (dd, ddepth, dheads) (masking: MaskingStrategy) =
+        { Input = input
           EmbedDim = d
           Depth = depth
           Heads = heads
@@ -107,12 +110,15 @@ module MaeConfig =
           DecoderDepth = ddepth
           DecoderHeads = dheads
           MlpRatio = 4.0
-          Masking = RandomPerSample 0.75
+          Masking = masking
           NormPixLoss = true
           ClsToken = true
           LearnedPosEmbed = false
           Attention = AttentionKernel.Math
           EncoderInput = VisibleOnly }
+
+    let private vit (imageSize: int) (patch: int) (channels: int) encoder decoder =
+        preset (Image { ImageSize = imageSize, imageSize; PatchSize = patch, patch; Channels = channels }) encoder decoder (RandomPerSample 0.75)
 
     /// Trains on 2 CPU cores: 28x28 grey images, patch 7, width 128 x 4 blocks, decoder 128 x 1.
     let tiny = vit 28 7 1 (128, 4, 4) (128, 1, 4)
@@ -129,24 +135,12 @@ module MaeConfig =
     /// The preset names `ofName` knows.
     let names = [| "tiny"; "base"; "large"; "huge" |]
 
-    let private videoMae (frames: int) (frameSize: int) (channels: int) (tubelet: int) (patch: int) (d, depth, heads) (dd, ddepth, dheads) =
-        { Input =
+    let private videoMae (frames: int) (frameSize: int) (channels: int) (tubelet: int) (patch: int) encoder decoder =
+        let input =
             Video
                 { Frames = frames; FrameSize = frameSize, frameSize; TubeletSize = tubelet; PatchSize = patch, patch
                   Channels = channels; Positions = Sinusoid }
-          EmbedDim = d
-          Depth = depth
-          Heads = heads
-          DecoderEmbedDim = dd
-          DecoderDepth = ddepth
-          DecoderHeads = dheads
-          MlpRatio = 4.0
-          Masking = Tube 0.9
-          NormPixLoss = true
-          ClsToken = false
-          LearnedPosEmbed = false
-          Attention = AttentionKernel.Math
-          EncoderInput = VisibleOnly }
+        { preset input encoder decoder (Tube 0.9) with ClsToken = false }
 
     /// Trains on 2 CPU cores: 8 grey 48x48 frames (Moving-MNIST), tubelet 2x8x8 (4 x 6 x 6 = 144
     /// tokens), width 128 x 4 blocks, decoder 128 x 1; tube masking 90% keeps 4 tubes of 36.
@@ -164,24 +158,13 @@ module MaeConfig =
     /// VideoMAE ViT-H/16 (decoder 640 x 4, 8 heads).
     let videoHuge = videoMae 16 224 3 2 16 (1280, 32, 16) (640, 4, 8)
 
-    let private series (channels: int) (length: int) (patch: int) (ci: bool) (revin: bool) (loss: SeriesLoss) masking encoderInput learned (d, depth, heads) (dd, ddepth, dheads) =
-        { Input =
+    let private series (channels: int) (length: int) (patch: int) (ci: bool) (revin: bool) (loss: SeriesLoss) masking encoderInput learned encoder decoder =
+        let input =
             TimeSeries
                 { Channels = channels; Length = length; PatchLength = patch; PatchStride = patch
                   ChannelIndependent = ci; RevIN = revin; Loss = loss }
-          EmbedDim = d
-          Depth = depth
-          Heads = heads
-          DecoderEmbedDim = dd
-          DecoderDepth = ddepth
-          DecoderHeads = dheads
-          MlpRatio = 4.0
-          Masking = masking
-          NormPixLoss = false
-          ClsToken = false
-          LearnedPosEmbed = learned
-          Attention = AttentionKernel.Math
-          EncoderInput = encoderInput }
+        { preset input encoder decoder masking with
+            NormPixLoss = false; ClsToken = false; LearnedPosEmbed = learned; EncoderInput = encoderInput }
 
     /// Trains on 2 CPU cores: 4 channels x 32 steps, segments of 8 (4 tokens per channel),
     /// channel-independent, no RevIN (a window's level is what its label depends on in the demo
