@@ -157,19 +157,19 @@ let tests =
             let e = expectExn<InvalidDataException> "another modality" (fun () -> Checkpoint.loadModelOf "video" path null |> ignore)
             Expect.stringContains e.Message "modality image; expected modality video" "names both modalities"
             // a checkpoint of a modality this Mae does not know
-            let patched = dir.File "video.ckpt"
+            let patched = dir.File "hologram.ckpt"
             File.Copy(path, patched)
             do
                 use z = ZipFile.Open(patched, ZipArchiveMode.Update)
                 let entry = z.GetEntry "meta.json"
                 let node = (use s = entry.Open() in JsonNode.Parse s)
-                node.["config"].["modality"] <- JsonValue.Create "video"
+                node.["config"].["modality"] <- JsonValue.Create "hologram"
                 entry.Delete()
                 use s = z.CreateEntry("meta.json").Open()
                 use w = new Text.Json.Utf8JsonWriter(s)
                 node.WriteTo w
             let e = expectExn<InvalidDataException> "unknown modality" (fun () -> Checkpoint.loadModel patched null |> ignore)
-            Expect.stringContains e.Message "unknown modality \"video\"" "says which modality"
+            Expect.stringContains e.Message "unknown modality \"hologram\"" "says which modality"
             Expect.stringContains e.Message patched "names the file"
         }
         test "a checkpoint of the first format (mae-image-checkpoint/1) still loads, weights and all" {
