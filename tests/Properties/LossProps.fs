@@ -139,7 +139,9 @@ let matchesDefinition (lut: LossUnderTest) (c: LossCase) =
             count <- count + 1.0
     let expected = if count = 0.0 then 0.0 else total / count
     let actual = value (lut.Loss pred target mask)
-    Expect.floatClose { absolute = 1e-5; relative = 1e-5 } actual expected "loss vs. its definition"
+    // float32 against float64: a normalised token of two close values divides by a small standard
+    // deviation, which scales float32's rounding up (seen: 2e-5 relative at P = 2)
+    Expect.floatClose { absolute = 1e-5; relative = 1e-4 } actual expected "loss vs. its definition"
 
 /// Token vectors with a chosen scale and offset, some of them constant.
 type NormCase = { N: int; L: int; P: int; Scale: float; Offset: float; Seed: int64 }
