@@ -129,6 +129,8 @@ let create () =
         create<string> "--masking" ("How tokens are hidden (default: the preset's): " + String.Join(", ", MaskingStrategy.names) + ".") None
         |> check ("one of: " + String.Join(", ", MaskingStrategy.names)) (fun v -> Array.contains v MaskingStrategy.names)
         |> named "KIND"
+    let patchSize = create<int> "--patch-size" "Images and video: the side of a (square) patch or tubelet in pixels (default: the preset's)." None |> check "a positive integer" (fun v -> v > 0) |> named "P"
+    let frames = create<int> "--frames" "Video: frames per clip (default: the preset's; a multiple of the tubelet length)." None |> check "a positive integer" (fun v -> v > 0) |> named "T"
     let segment = create<int> "--segment" "Time series: steps per segment (default: the preset's, 8 for tiny)." None |> check "a positive integer" (fun v -> v > 0) |> named "P"
     let segmentStride = create<int> "--segment-stride" "Time series: steps between segment starts (default: the segment length; smaller overlaps, as PatchTST's stride)." None |> check "a positive integer" (fun v -> v > 0) |> named "S"
     let channelMode =
@@ -149,7 +151,7 @@ let create () =
                checkpointEvery; seed; precision; imageSize; augment; trainLimit; device; threads; json] do
         cmd.Options.Add o
     dataOptions.AddTo cmd
-    for o in [ masking :> Option; segment; segmentStride; channelMode; revin; seriesLoss ] do
+    for o in [ masking :> Option; patchSize; frames; segment; segmentStride; channelMode; revin; seriesLoss ] do
         cmd.Options.Add o
     cmd.SetAction(
         action (fun parsed ->
@@ -174,6 +176,12 @@ let create () =
             let ratio = match parsed.GetResult maskRatio with null -> None | _ -> Some(parsed.GetValue maskRatio)
             let modalityName = (parsed.GetValue modality).ToLowerInvariant()
             let dataName = dataOr (if modalityName = "timeseries" then "weather" else "mnist") parsed data
+            let withPatch (c: MaeConfig) =
+                match parsed.GetResult patchSize with
+                | null -> c
+                | _ ->
+                    let p = parsed.GetValue patchSize
+                    MaeConfig.withImage c.Image.ImageSize (p, p) c.Image.Channels c
             let config, train, transform, workers =
                 match modalityName with
                 | "timeseries" ->
@@ -197,12 +205,16 @@ let create () =
                     | problems -> usage "--window" config.Series.Length (String.Join(" ", problems |> Array.map message))
                     config, train, Transforms.identity, 0
                 | "video" ->
-                    let config = presetConfig "video" presetName ratio
+                    let p = presetConfig "video" presetName ratio
+                    let v = p.Video
+                    let side = match parsed.GetResult patchSize with null -> fst v.PatchSize | _ -> parsed.GetValue patchSize
+                    let t = match parsed.GetResult frames with null -> v.Frames | _ -> parsed.GetValue frames
+                    let config = MaeConfig.withVideo t v.FrameSize v.TubeletSize (side, side) v.Channels p
                     let train, _ = videoData ui dataName config.Video (dataOptions.Read parsed) limit 1
                     config, train, Transforms.identity, 2
                 | _ ->
                 match openData ui dataName limit 1 with
-                | InMemory (train, _) -> imageConfig presetName ratio (imageShape train), (train :> IDataset), Transforms.identity, 0
+                | InMemory (train, _) -> withPatch (imageConfig presetName ratio (imageShape train)), (train :> IDataset), Transforms.identity, 0
                 | Folder splits ->
                     let all = splits.Train :> IDataset
                     let train =
@@ -215,7 +227,7 @@ let create () =
                         | _ -> Transforms.forPretraining (size, size) stats
                     ui.Log(sprintf "image folder (%s): %d training images, %d classes, %dx%d, augmentation %s"
                                splits.Layout train.Count train.ClassNames.Length size size (parsed.GetValue augment))
-                    imageConfig presetName ratio (train.Channels, size, size), train, transform, 2
+                    withPatch (imageConfig presetName ratio (train.Channels, size, size)), train, transform, 2
             let config =
                 match parsed.GetResult masking with
                 | null -> config

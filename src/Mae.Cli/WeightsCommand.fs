@@ -17,8 +17,8 @@ let createImport () =
     let cmd =
         Command(
             "import",
-            "Read a PyTorch MAE (facebookresearch/mae's .pth: {'model': state_dict}, full or encoder-only; or HuggingFace ViTMAE .safetensors) into a Mae checkpoint. "
-            + "The configuration is read from the tensors' shapes (heads from the preset of the same shape, or --heads), or given with --preset. "
+            "Read a PyTorch MAE (facebookresearch/mae's .pth: {'model': state_dict}, full or encoder-only; HuggingFace ViTMAE .safetensors; or, with --modality video, a VideoMAE pretraining checkpoint) into a Mae checkpoint. "
+            + "The configuration is read from the tensors' shapes (heads from the preset of the same shape, or --heads), or given with --preset (required for video: VideoMAE's files do not record the clip size). "
             + "Exit codes: 0 done, 1 failure (e.g. the file does not exist or is not a state dict), 2 bad arguments (e.g. weights that do not fit --preset)."
         )
     let file = Argument<string>("FILE")
@@ -27,10 +27,16 @@ let createImport () =
         let o = create<string> "--out" "The Mae checkpoint to write (atomically)." None |> named "PATH"
         o.Required <- true
         o
+    let weightModalities = [| "image"; "video" |]
+    let modality =
+        create "--modality" "image (the reference MAE's or HuggingFace ViTMAE's names) or video (VideoMAE's)." (Some "image")
+        |> check "image or video" (fun v -> Array.contains v weightModalities)
+        |> named "image|video"
+    let presets = Array.append (MaeConfig.namesFor "image") (MaeConfig.namesFor "video") |> Array.distinct
     let preset =
-        create<string> "--preset" ("The model's whole configuration: " + String.Join(", ", MaeConfig.names) + " (default: read from the shapes).") None
-        |> check ("one of: " + String.Join(", ", MaeConfig.names)) (fun v -> Array.contains ((string v).ToLowerInvariant()) MaeConfig.names)
-        |> named (String.Join("|", MaeConfig.names))
+        create<string> "--preset" ("The model's whole configuration: image " + String.Join(", ", MaeConfig.namesFor "image") + " (default: read from the shapes); video " + String.Join(", ", MaeConfig.namesFor "video") + " (required).") None
+        |> check ("one of: " + String.Join(", ", presets)) (fun v -> Array.contains ((string v).ToLowerInvariant()) presets)
+        |> named "NAME"
     let heads = nonNegative "--heads" "Encoder attention heads when read from the shapes (0: the preset of the same shape's, else 64 channels per head)." 0
     let decoderHeads =
         nonNegative "--decoder-heads" "Decoder attention heads when read from the shapes (0: the preset of the same shape's, else 32 channels per head)." 0
@@ -38,14 +44,22 @@ let createImport () =
         create "--norm-pix-loss" "Whether the model's loss normalises each target patch (MAE's pretraining checkpoints: true; its visualize checkpoints: false)." (Some true)
     let json = json ()
     cmd.Arguments.Add file
-    for o in [ out :> Option; preset; heads; decoderHeads; normPix; json ] do
+    for o in [ out :> Option; modality; preset; heads; decoderHeads; normPix; json ] do
         cmd.Options.Add o
     cmd.SetAction(
         action (fun parsed ->
             let ui = Ui(parsed.GetValue json)
             let path = Path.GetFullPath(parsed.GetValue file)
             let target = Path.GetFullPath(parsed.GetValue out)
-            let given = parsed.GetValue preset |> Option.ofObj |> Option.map MaeConfig.ofName
+            let modalityName = parsed.GetValue modality
+            let given =
+                match parsed.GetValue preset with
+                | null when modalityName = "video" ->
+                    usage "--preset" "missing" ("a video preset (" + String.Join(", ", MaeConfig.namesFor "video") + "): VideoMAE's files do not record the clip size")
+                | null -> None
+                | name ->
+                    try Some(MaeConfig.ofModality modalityName name)
+                    with :? ArgumentException -> usage "--preset" name (sprintf "one of %s for --modality %s" (String.Join(", ", MaeConfig.namesFor modalityName)) modalityName)
             let sd = ui.Step(sprintf "reading %s" path, fun () -> PyTorch.readReference path)
             try
                 let config =
@@ -66,14 +80,21 @@ let createImport () =
                 extra.["decoderFromFile"] <- JsonValue.Create imported.Decoder
                 Checkpoint.save target model None None { Config = config; Iteration = 0; Step = 0; Epoch = 0; Extra = extra }
                 let total, encoder = InfoCommand.parameterCounts model
-                let image = config.Image
+                let input =
+                    match config.Input with
+                    | Image image ->
+                        sprintf "image %dx%d, patch %dx%d, %d channel(s)"
+                            (fst image.ImageSize) (snd image.ImageSize) (fst image.PatchSize) (snd image.PatchSize) image.Channels
+                    | Video v ->
+                        sprintf "video %d frames of %dx%d, tubelet %dx%dx%d, %d channel(s)"
+                            v.Frames (fst v.FrameSize) (snd v.FrameSize) v.TubeletSize (fst v.PatchSize) (snd v.PatchSize) v.Channels
+                    | other -> other.Name
                 ui.Summary(
                     "imported",
                     [ "from", path
                       "checkpoint", target
-                      "model", sprintf "image %dx%d, patch %dx%d, %d channel(s); encoder %d x %d (%d heads), decoder %d x %d (%d heads)"
-                                   (fst image.ImageSize) (snd image.ImageSize) (fst image.PatchSize) (snd image.PatchSize) image.Channels
-                                   config.EmbedDim config.Depth config.Heads config.DecoderEmbedDim config.DecoderDepth config.DecoderHeads
+                      "model", sprintf "%s; encoder %d x %d (%d heads), decoder %d x %d (%d heads)"
+                                   input config.EmbedDim config.Depth config.Heads config.DecoderEmbedDim config.DecoderDepth config.DecoderHeads
                       "tensors", sprintf "%d loaded (%d parameters, encoder %d)" imported.Tensors total encoder
                       "decoder", (if imported.Decoder then "from the file" else "not in the file: initial weights (encoder-only checkpoint)") ]
                 )
@@ -96,7 +117,7 @@ let createExport () =
     let cmd =
         Command(
             "export",
-            "Write a Mae checkpoint's image MAE for PyTorch: .pth/.pt/.bin as torch.save({'model': state_dict}) with the reference MAE's names, or .safetensors with HuggingFace ViTMAE's names. "
+            "Write a Mae checkpoint's image MAE for PyTorch: .pth/.pt/.bin as torch.save({'model': state_dict}) with the reference MAE's names, or .safetensors with HuggingFace ViTMAE's names; a video MAE with VideoMAE's names in either. "
             + "Exit codes: 0 done, 1 failure (e.g. the checkpoint does not exist), 2 bad arguments."
         )
     let checkpoint = checkpoint ()
@@ -119,12 +140,17 @@ let createExport () =
             let file = Path.GetFullPath(parsed.GetValue target)
             let model, meta = Checkpoint.loadModel path torch.CPU
             use model = model
-            if meta.Config.Modality <> "image" then
-                usage "--checkpoint" (sprintf "a checkpoint of modality %s" meta.Config.Modality) "an image MAE: the PyTorch layouts are the reference image MAE's"
+            if meta.Config.Modality <> "image" && meta.Config.Modality <> "video" then
+                usage "--checkpoint" (sprintf "a checkpoint of modality %s" meta.Config.Modality) "an image MAE (the reference MAE's layout) or a video MAE (VideoMAE's)"
             let only = parsed.GetValue encoderOnly
             ui.Step(sprintf "writing %s" file, fun () -> PyTorch.export file model only)
             let tensors = if only then model.EncoderParameterNames.Length else Seq.length (model.parameters ())
-            let format = match PyTorch.formatFor file with PyTorch.TorchSave -> "torch.save, the reference's names" | PyTorch.Safetensors -> "safetensors, HuggingFace ViTMAE's names"
+            let format =
+                match PyTorch.formatFor file, meta.Config.Modality with
+                | PyTorch.TorchSave, "video" -> "torch.save, VideoMAE's names"
+                | PyTorch.Safetensors, "video" -> "safetensors, VideoMAE's names"
+                | PyTorch.TorchSave, _ -> "torch.save, the reference's names"
+                | PyTorch.Safetensors, _ -> "safetensors, HuggingFace ViTMAE's names"
             ui.Summary("exported", [ "checkpoint", path; "file", file; "format", format; "tensors", sprintf "%d%s" tensors (if only then " (encoder only)" else "") ])
             ui.Result(
                 jsonObject

@@ -302,6 +302,16 @@ let private videoPipeline () =
     let code, stdout, _ = run [ "info"; "--checkpoint"; ckpt; "--json" ]
     expectExit 0 (code, stdout, "") "info"
     Expect.equal ((lastJson stdout).["modality"].GetValue<string>()) "video" "modality"
+    // VideoMAE's layout out and back in
+    let pth = dir.File "videomae.pth"
+    let code, stdout, stderr = run [ "export"; "--checkpoint"; ckpt; "--to"; pth ]
+    expectExit 0 (code, stdout, stderr) "export a video model"
+    Expect.stringContains (stdout + stderr) "VideoMAE's names" "in VideoMAE's names"
+    let code, stdout, stderr = run [ "import"; pth; "--modality"; "video"; "--preset"; "tiny"; "--out"; dir.File "back.ckpt"; "--json" ]
+    expectExit 0 (code, stdout, stderr) "import VideoMAE's layout"
+    let code, stdout, stderr = run [ "import"; pth; "--modality"; "video"; "--out"; dir.File "back2.ckpt" ]
+    expectExit 2 (code, stdout, stderr) "a video import needs --preset"
+    Expect.stringContains stderr "--preset" "names the option"
     // a folder of video files in class folders, decoded by ffmpeg
     let clips = dir.File "clips"
     videoFolder clips

@@ -230,5 +230,37 @@ let tests =
             let accuracy = FineTune.evaluateOn clf (LoaderOptions.evaluation 64 Transforms.identity) test
             Expect.isTrue (accuracy >= 0.0 && accuracy <= 1.0) "a test accuracy"
         }
+    
+        test "VideoMAE's names: export writes them (q_bias / v_bias, encoder_to_decoder without bias, no fixed tables) and import reads them back" {
+            use dir = new TempDir()
+            use model = MaskedAutoencoder.Create(smallVideo, 4L)
+            Expect.isFalse (List.contains "decoder_embed.bias" (names model)) "VideoMAE's encoder_to_decoder has no bias"
+            let pth = dir.File "videomae.pth"
+            PyTorch.export pth model false
+            let sd = PyTorch.read pth
+            let blockNames =
+                [ "norm1.weight"; "norm1.bias"; "attn.qkv.weight"; "attn.q_bias"; "attn.v_bias"; "attn.proj.weight"; "attn.proj.bias"
+                  "norm2.weight"; "norm2.bias"; "mlp.fc1.weight"; "mlp.fc1.bias"; "mlp.fc2.weight"; "mlp.fc2.bias" ]
+            let expected =
+                [ "encoder.patch_embed.proj.weight"; "encoder.patch_embed.proj.bias"
+                  "encoder.norm.weight"; "encoder.norm.bias"; "encoder_to_decoder.weight"; "mask_token"
+                  "decoder.norm.weight"; "decoder.norm.bias"; "decoder.head.weight"; "decoder.head.bias" ]
+                @ [ for b in [ "encoder.blocks.0."; "decoder.blocks.0." ] do for n in blockNames -> b + n ]
+            Expect.equal (set (Array.map fst sd)) (set expected) "modeling_pretrain.py's state dict names"
+            let qb = sd |> Array.find (fun (n, _) -> n = "encoder.blocks.0.attn.q_bias") |> snd
+            Expect.equal (shape qb) [ 32L ] "q_bias [D]"
+            for _, t in sd do t.Dispose()
+            let imported, info = PyTorch.importModel pth (Some smallVideo) 0 0 None
+            use imported = imported
+            Expect.isTrue info.Decoder "the decoder came from the file"
+            for struct (n, p) in model.named_parameters() do
+                Expect.isTrue (same p (param imported n)) n
+            use _ = torch.NewDisposeScope()
+            let x = clips 9 2 smallVideo
+            use g1 = gen 3
+            use g2 = gen 3
+            Expect.isTrue (same (model.Forward(x, g1).Loss) (imported.Forward(x, g2).Loss)) "the same loss after the round trip"
+            expectArg "config" "a video preset" (fun () -> PyTorch.importModel pth None 0 0 None) |> ignore
+        }
     ]
 

@@ -46,7 +46,8 @@ module Build =
     let decoder (cfg: MaeConfig) (adapter: InputAdapter) : Decoder =
         if cfg.DecoderDepth > 0 then
             new TransformerDecoder(cfg.EmbedDim, cfg.DecoderEmbedDim, cfg.DecoderDepth, cfg.DecoderHeads, cfg.MlpRatio, cfg.Attention,
-                                   adapter.Positions cfg.DecoderEmbedDim, cfg.ClsToken, cfg.LearnedPosEmbed, adapter.TargetWidth)
+                                   adapter.Positions cfg.DecoderEmbedDim, cfg.ClsToken, cfg.LearnedPosEmbed, adapter.TargetWidth,
+                                   (match cfg.Input with Video _ -> false | _ -> true)) // VideoMAE: encoder_to_decoder has no bias
         else
             new LinearDecoder(cfg.EmbedDim, adapter.NumTokens, cfg.ClsToken, adapter.TargetWidth, (cfg.EncoderInput = VisibleOnly))
 

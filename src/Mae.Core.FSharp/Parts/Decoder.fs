@@ -29,12 +29,13 @@ module internal DecoderInput =
 /// MAE's decoder: a small pre-norm ViT over the restored sequence. Parameters: decoder_embed.*,
 /// mask_token, decoder_pos_embed [1, (1)+L, Dd], decoder_blocks.N.*, decoder_norm.*,
 /// decoder_pred.* (the reference checkpoint's names). `positions` is the adapter's table [L, Dd].
+/// `embedBias`: decoder_embed has a bias (MAE) or not (VideoMAE's encoder_to_decoder).
 type TransformerDecoder
     (encoderDim: int, dim: int, depth: int, heads: int, mlpRatio: float, kernel: AttentionKernel, positions: Tensor,
-     clsToken: bool, learnedPositions: bool, targetWidth: int) as this =
+     clsToken: bool, learnedPositions: bool, targetWidth: int, embedBias: bool) as this =
     inherit Decoder("TransformerDecoder")
     let tokens = positions.shape.[0]
-    let decoder_embed = Linear(int64 encoderDim, int64 dim)
+    let decoder_embed = Linear(int64 encoderDim, int64 dim, hasBias = embedBias)
     let mask_token = Parameter(torch.zeros(1L, 1L, int64 dim))
     let decoder_pos_embed = Init.positions learnedPositions (Init.withClsRow clsToken positions)
     let decoder_blocks = ModuleList<Block>([| for _ in 1 .. depth -> Block.Standard(dim, heads, mlpRatio, kernel) |])

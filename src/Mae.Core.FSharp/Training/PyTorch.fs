@@ -131,6 +131,60 @@ let toHuggingFace (sd: (string * Tensor)[]) : (string * Tensor)[] =
 
 // ---- reading and writing ----
 
+// ---- VideoMAE's names (MCG-NJU/VideoMAE modeling_pretrain.py) <-> Mae's ----
+
+/// Whether a state dict uses VideoMAE's pretraining names ("encoder.patch_embed.*",
+/// "encoder_to_decoder.weight").
+let isVideoMae (names: string seq) =
+    names |> Seq.exists (fun n -> n.StartsWith "encoder.patch_embed." || n = "encoder_to_decoder.weight")
+
+let private videoTop =
+    [ "encoder.patch_embed.", "patch_embed."
+      "encoder.blocks.", "blocks."
+      "encoder.norm.", "norm."
+      "encoder_to_decoder.", "decoder_embed."
+      "decoder.blocks.", "decoder_blocks."
+      "decoder.norm.", "decoder_norm."
+      "decoder.head.", "decoder_pred." ]
+
+let private renamePrefix (pairs: (string * string) list) (n: string) =
+    match pairs |> List.tryFind (fun (a, _) -> n.StartsWith a) with
+    | Some (a, b) -> b + n.Substring a.Length
+    | None -> n
+
+/// VideoMAE's pretraining names -> Mae's: encoder.{patch_embed, blocks, norm}.* lose "encoder.",
+/// encoder_to_decoder.* -> decoder_embed.*, decoder.blocks.* -> decoder_blocks.*, decoder.norm.* ->
+/// decoder_norm.*, decoder.head.* -> decoder_pred.*; each block's attn.q_bias and attn.v_bias
+/// become one attn.qkv.bias with a zero key part, as VideoMAE's Attention builds it (a key bias
+/// adds a constant to each query's logits, which softmax ignores). VideoMAE keeps its sinusoid
+/// tables out of the state dict; other names are kept, so that loading reports them as extra.
+let ofVideoMae (sd: (string * Tensor)[]) : (string * Tensor)[] =
+    let q = dict [ for n, t in sd do if n.EndsWith ".attn.q_bias" then yield n.Substring(0, n.Length - "q_bias".Length), t ]
+    let v = dict [ for n, t in sd do if n.EndsWith ".attn.v_bias" then yield n.Substring(0, n.Length - "v_bias".Length), t ]
+    [| for n, t in sd do
+           if n.EndsWith ".attn.q_bias" then
+               let prefix = n.Substring(0, n.Length - "q_bias".Length)
+               match v.TryGetValue prefix with
+               | true, vb -> yield renamePrefix videoTop (prefix + "qkv.bias"), torch.cat([| t; torch.zeros_like(t); vb |], 0L)
+               | _ -> yield renamePrefix videoTop n, t
+           elif n.EndsWith ".attn.v_bias" && q.ContainsKey(n.Substring(0, n.Length - "v_bias".Length)) then ()
+           else yield renamePrefix videoTop n, t |]
+
+/// Mae's names -> VideoMAE's (the inverse of `ofVideoMae`): a qkv bias splits into q_bias and
+/// v_bias (its key part, which attention ignores, is dropped); the fixed positional tables
+/// (pos_embed, decoder_pos_embed), which VideoMAE does not save, are left out.
+let toVideoMae (sd: (string * Tensor)[]) : (string * Tensor)[] =
+    let back = videoTop |> List.map (fun (a, b) -> b, a)
+    [| for n, t in sd do
+           if n = "pos_embed" || n = "decoder_pos_embed" then ()
+           elif n.EndsWith ".attn.qkv.bias" then
+               let prefix = renamePrefix back (n.Substring(0, n.Length - "qkv.bias".Length))
+               let d = t.shape.[0] / 3L
+               // copies: a view at a storage offset is written with its whole storage by the pickler
+               yield prefix + "q_bias", t.narrow(0L, 0L, d).clone()
+               yield prefix + "v_bias", t.narrow(0L, 2L * d, d).clone()
+           else yield renamePrefix back n, t |]
+
 /// The tensors of a `torch.save` pickle: the state dict itself, or the one under "model" (the
 /// reference's checkpoints) or "state_dict"; entries that are not tensors (epoch, args) are left out.
 let private stateDictOfPickle (path: string) (root: Hashtable) =
@@ -163,10 +217,16 @@ let read (path: string) : (string * Tensor)[] =
     | :? InvalidDataException -> reraise ()
     | e -> raise (InvalidDataException(sprintf "%s could not be read as %s: %s" path (if format = TorchSave then "a torch.save file" else "safetensors") e.Message, e))
 
-/// `read`, with HuggingFace names mapped to the reference's.
+/// `read`, with HuggingFace ViTMAE's or VideoMAE's names mapped to Mae's (the reference MAE's).
 let readReference (path: string) =
     let sd = read path
-    if isHuggingFace (Seq.map fst sd) then
+    if isVideoMae (Seq.map fst sd) then
+        let mapped = ofVideoMae sd
+        let kept = HashSet<Tensor>(Seq.map snd mapped, HashIdentity.Reference)
+        for _, t in sd do
+            if not (kept.Contains t) then t.Dispose() // q_bias and v_bias, now one qkv bias
+        mapped
+    elif isHuggingFace (Seq.map fst sd) then
         let mapped = ofHuggingFace sd
         let kept = HashSet<Tensor>(Seq.map snd mapped, HashIdentity.Reference)
         for _, t in sd do
@@ -174,12 +234,14 @@ let readReference (path: string) =
         mapped
     else sd
 
-/// Writes (name, tensor) pairs in the reference's names, atomically: .pth/.pt/.bin as
+/// Writes (name, tensor) pairs in Mae's names, atomically: .pth/.pt/.bin as
 /// `torch.save({'model': state_dict})` (as the reference's checkpoints), .safetensors with
-/// HuggingFace ViTMAE's names.
-let write (path: string) (sd: (string * Tensor)[]) =
+/// HuggingFace ViTMAE's names; a video model's (VideoMAE's names, `toVideoMae`) in both formats
+/// when `video`.
+let writeAs (video: bool) (path: string) (sd: (string * Tensor)[]) =
     let format = formatFor path
     use _ = torch.NewDisposeScope()
+    let sd = if video then toVideoMae sd else sd
     let cpu = [| for n, t in sd -> n, t.detach().cpu().contiguous() |]
     Checkpoint.writeAtomically path (fun stream ->
         match format with
@@ -191,8 +253,11 @@ let write (path: string) (sd: (string * Tensor)[]) =
             PyBridge.PyTorchPickler.PickleStateDict(stream, root, leaveOpen = true)
         | Safetensors ->
             let d = Dictionary<string, Tensor>()
-            for n, t in toHuggingFace cpu do d.[n] <- t
+            for n, t in (if video then cpu else toHuggingFace cpu) do d.[n] <- t
             PyBridge.Safetensors.SaveStateDict(stream, d, leaveOpen = true))
+
+/// `writeAs` for an image model.
+let write (path: string) (sd: (string * Tensor)[]) = writeAs false path sd
 
 // ---- configurations from shapes ----
 
@@ -262,6 +327,13 @@ type Imported =
 /// decoder — is an ArgumentException naming each with both shapes, and nothing is copied.
 let loadInto (model: MaskedAutoencoder) (sd: (string * Tensor)[]) : Imported =
     Guard.notNull "model" model
+    // VideoMAE keeps its fixed sinusoid tables out of the state dict: the model's own stand in
+    let sd =
+        match model.Config.Input with
+        | Video _ when not model.Config.LearnedPosEmbed ->
+            let present = set (Array.map fst sd)
+            Array.append sd [| for n, t in Weights.named model do if (n = "pos_embed" || n = "decoder_pos_embed") && not (present.Contains n) then yield n, t |]
+        | _ -> sd
     let all = Weights.named model
     let encoder = set model.EncoderParameterNames
     let decoderInFile = sd |> Array.exists (fun (n, _) -> all |> Array.exists (fun (m, _) -> m = n && not (encoder.Contains m)))
@@ -277,7 +349,12 @@ let importModel (path: string) (config: MaeConfig option) (heads: int) (decoderH
                 : MaskedAutoencoder * Imported =
     let sd = readReference path
     try
-        let cfg = match config with Some c -> c | None -> inferConfig sd heads decoderHeads
+        let cfg =
+            match config with
+            | Some c -> c
+            | None when sd |> Array.exists (fun (n, t) -> n = "patch_embed.proj.weight" && t.dim() = 5L) ->
+                Guard.fail "config" "none" "a video configuration (a video preset): VideoMAE's files do not record the clip size"
+            | None -> inferConfig sd heads decoderHeads
         let cfg = MaeConfig.validate (match normPixLoss with Some v -> { cfg with NormPixLoss = v } | None -> cfg)
         let model = new MaskedAutoencoder(cfg)
         try
@@ -288,12 +365,16 @@ let importModel (path: string) (config: MaeConfig option) (heads: int) (decoderH
     finally
         for _, t in sd do t.Dispose()
 
-/// Writes an image MAE's weights in the reference's layout (`write`): every tensor, or the
-/// encoder's alone when `encoderOnly` (as mae_pretrain_vit_*.pth).
+/// Writes an image MAE's weights in the reference's layout (`write`), a video MAE's in VideoMAE's
+/// (`writeAs true`): every tensor, or the encoder's alone when `encoderOnly` (as
+/// mae_pretrain_vit_*.pth). ArgumentException for a model of another modality.
 let export (path: string) (model: MaskedAutoencoder) (encoderOnly: bool) =
     Guard.notNull "model" model
-    if model.Config.Modality <> "image" then
-        Guard.fail "model" (sprintf "a model of modality %s" model.Config.Modality) "an image MAE: the PyTorch layouts are the reference image MAE's"
+    let video =
+        match model.Config.Input with
+        | Image _ -> false
+        | Video _ -> true
+        | _ -> Guard.fail "model" (sprintf "a model of modality %s" model.Config.Modality) "an image MAE (the reference MAE's layout) or a video MAE (VideoMAE's)"
     let encoder = set model.EncoderParameterNames
     let sd = Weights.named model |> Array.filter (fun (n, _) -> not encoderOnly || encoder.Contains n)
-    write path sd
+    writeAs video path sd
