@@ -131,6 +131,7 @@ let create () =
         |> named "KIND"
     let patchSize = create<int> "--patch-size" "Images and video: the side of a (square) patch or tubelet in pixels (default: the preset's)." None |> check "a positive integer" (fun v -> v > 0) |> named "P"
     let frames = create<int> "--frames" "Video: frames per clip (default: the preset's; a multiple of the tubelet length)." None |> check "a positive integer" (fun v -> v > 0) |> named "T"
+    let decoderDepth = create<int> "--decoder-depth" "Decoder blocks (default: the preset's; 0 = a linear head)." None |> check "0 or more" (fun v -> v >= 0) |> named "N"
     let segment = create<int> "--segment" "Time series: steps per segment (default: the preset's, 8 for tiny)." None |> check "a positive integer" (fun v -> v > 0) |> named "P"
     let segmentStride = create<int> "--segment-stride" "Time series: steps between segment starts (default: the segment length; smaller overlaps, as PatchTST's stride)." None |> check "a positive integer" (fun v -> v > 0) |> named "S"
     let channelMode =
@@ -151,7 +152,7 @@ let create () =
                checkpointEvery; seed; precision; imageSize; augment; trainLimit; device; threads; json] do
         cmd.Options.Add o
     dataOptions.AddTo cmd
-    for o in [ masking :> Option; patchSize; frames; segment; segmentStride; channelMode; revin; seriesLoss ] do
+    for o in [ masking :> Option; decoderDepth; patchSize; frames; segment; segmentStride; channelMode; revin; seriesLoss ] do
         cmd.Options.Add o
     cmd.SetAction(
         action (fun parsed ->
@@ -232,6 +233,10 @@ let create () =
                 match parsed.GetResult masking with
                 | null -> config
                 | _ -> { config with Masking = MaskingStrategy.ofName (parsed.GetValue masking) config.MaskRatio }
+            let config =
+                match parsed.GetResult decoderDepth with
+                | null -> config
+                | _ -> { config with DecoderDepth = parsed.GetValue decoderDepth }
             match MaeConfig.problems config with
             | [||] -> ()
             | problems -> raise (UsageException(String.Join(" ", problems |> Array.map message)))

@@ -65,7 +65,7 @@ let tests =
         test "the tubelet embedding equals VideoMAE's Conv3d (kernel = stride = tubelet)" {
             use _ = torch.NewDisposeScope()
             torch.manual_seed 3L |> ignore
-            let embed = new TubeletEmbed(3, 8, 2, (4, 4))
+            let embed = new PatchEmbed(3, 8, [| 2; 4; 4 |])
             let x = clips 1 2 smallVideo
             let conv = torch.nn.functional.conv3d(x, embed.Weight, (param embed "proj.bias"), strides = [| 2L; 4L; 4L |])
             let reference = conv.flatten(2L).transpose(1L, 2L) // [N, L, D], slot-major then row-major

@@ -3,6 +3,7 @@
 namespace Mae
 
 open TorchSharp
+open TorchSharp.Modules
 
 open type TorchSharp.torch.nn
 
@@ -42,30 +43,43 @@ type ImageInput =
           fun () -> if w > 0 && pw > 0 then Guard.divisible "ImageSize width" (int64 w) pw "width"
           fun () -> Guard.positive "Channels" i.Channels ]
 
-/// Linear patch embedding, stored as the reference's strided convolution (proj.{weight,bias},
-/// weight [D, C, ph, pw]) and computed as one matrix product on the patches' pixels, which also
-/// lets the MAE embed only the patches that stay visible.
-type PatchEmbed(channels: int, dim: int, patchSize: int * int) as this =
+/// Linear patch embedding, stored as the reference's strided convolution (proj.{weight,bias};
+/// Conv2d for images, weight [D, C, ph, pw]; Conv3d for video tubelets, weight [D, C, t, ph, pw];
+/// kernel = stride = the patch) and computed as one matrix product on the patches' pixels, which
+/// also lets the MAE embed only the patches that stay visible.
+type PatchEmbed(channels: int, dim: int, kernel: int[]) as this =
     inherit Module<Tensor, Tensor>("PatchEmbed")
-    let ph, pw = patchSize
-    let proj = Conv2d(int64 channels, int64 dim, struct (int64 ph, int64 pw), stride = struct (int64 ph, int64 pw))
+    do
+        if isNull kernel || kernel.Length < 2 || kernel.Length > 3 then
+            Guard.fail "kernel" (sprintf "%A" kernel) "2 (ph, pw) or 3 (t, ph, pw) patch sizes"
+    let k = kernel |> Array.map int64
+    let proj: Convolution =
+        if k.Length = 2 then Conv2d(int64 channels, int64 dim, struct (k.[0], k.[1]), stride = struct (k.[0], k.[1])) :> Convolution
+        else Conv3d(int64 channels, int64 dim, struct (k.[0], k.[1], k.[2]), stride = struct (k.[0], k.[1], k.[2])) :> Convolution
     do this.RegisterComponents()
 
-    /// [N, C, H, W] -> [N, L, C*ph*pw]: each patch's pixels in the convolution weight's order
-    /// (channel, row, column), tokens in row-major order of the patch grid.
-    member _.Pixels(x: Tensor) =
-        let n, c, hh, ww = x.shape.[0], x.shape.[1], x.shape.[2], x.shape.[3]
-        let h, w = hh / int64 ph, ww / int64 pw
-        x.reshape(n, c, h, int64 ph, w, int64 pw).permute(0L, 2L, 4L, 1L, 3L, 5L).reshape(n, h * w, c * int64 (ph * pw))
+    /// An image patch embedding of ph x pw patches.
+    new(channels: int, dim: int, patchSize: int * int) = new PatchEmbed(channels, dim, [| fst patchSize; snd patchSize |])
 
-    /// Patch pixels [N, L', C*ph*pw] (as from Pixels) -> tokens [N, L', D].
+    /// [N, C, s1*k1, ..., sm*km] -> [N, s1*...*sm, C*k1*...*km]: each patch's pixels in the
+    /// convolution weight's order (channel, then the kernel's axes), patches in row-major order of
+    /// the patch grid (video: time slot, then row, then column).
+    member _.Pixels(x: Tensor) =
+        let m = k.Length
+        let n, c = x.shape.[0], x.shape.[1]
+        let grid = Array.init m (fun i -> x.shape.[2 + i] / k.[i])
+        let split = Array.concat [ [| n; c |]; Array.init (2 * m) (fun j -> if j % 2 = 0 then grid.[j / 2] else k.[j / 2]) ]
+        let order = Array.concat [ [| 0L |]; Array.init m (fun i -> int64 (2 + 2 * i)); [| 1L |]; Array.init m (fun i -> int64 (3 + 2 * i)) ]
+        x.reshape(split).permute(order).reshape(n, Array.fold (*) 1L grid, c * Array.fold (*) 1L k)
+
+    /// Patch pixels [N, L', C*k1*...*km] (as from Pixels) -> tokens [N, L', D].
     member _.Project(pixels: Tensor) =
         Precision.linearWith pixels (proj.weight.flatten(1L)) proj.bias
 
-    /// [N, C, H, W] -> [N, L, D], tokens in row-major order of the patch grid.
+    /// [N, C, ...] -> [N, L, D], tokens in row-major order of the patch grid.
     override this.forward(x: Tensor) = this.Project(this.Pixels x)
 
-    /// The convolution's weight [D, C, ph, pw].
+    /// The convolution's weight [D, C, k1, ..., km].
     member _.Weight = proj.weight
 
 /// The image adapter: patch_embed.* (PatchEmbed), 2D sin-cos positions, the patchified image as

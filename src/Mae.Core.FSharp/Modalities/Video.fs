@@ -77,42 +77,12 @@ type VideoInput =
           fun () -> if w > 0 && pw > 0 then Guard.divisible "FrameSize width" (int64 w) pw "width"
           fun () -> Guard.positive "Channels" v.Channels ]
 
-/// Tubelet embedding, stored as VideoMAE's Conv3d (proj.{weight,bias}, weight [D, C, t, ph, pw],
-/// kernel = stride = the tubelet) and computed as one matrix product on the tubelets' pixels, so
-/// that only the visible tubelets are embedded.
-type TubeletEmbed(channels: int, dim: int, tubelet: int, patchSize: int * int) as this =
-    inherit Module<Tensor, Tensor>("TubeletEmbed")
-    let ph, pw = patchSize
-    let proj =
-        Conv3d(int64 channels, int64 dim, struct (int64 tubelet, int64 ph, int64 pw), stride = struct (int64 tubelet, int64 ph, int64 pw))
-    do this.RegisterComponents()
-
-    /// [N, C, T, H, W] -> [N, L, C*t*ph*pw]: each tubelet's pixels in the convolution weight's
-    /// order (channel, frame, row, column), tokens slot-major then row-major.
-    member _.Pixels(x: Tensor) =
-        let n, c, tt, hh, ww = x.shape.[0], x.shape.[1], x.shape.[2], x.shape.[3], x.shape.[4]
-        let t = int64 tubelet
-        let s, h, w = tt / t, hh / int64 ph, ww / int64 pw
-        x.reshape([| n; c; s; t; h; int64 ph; w; int64 pw |])
-            .permute(0L, 2L, 4L, 6L, 1L, 3L, 5L, 7L)
-            .reshape(n, s * h * w, c * t * int64 (ph * pw))
-
-    /// Tubelet pixels [N, L', C*t*ph*pw] -> tokens [N, L', D].
-    member _.Project(pixels: Tensor) =
-        Precision.linearWith pixels (proj.weight.flatten(1L)) proj.bias
-
-    /// [N, C, T, H, W] -> [N, L, D].
-    override this.forward(x: Tensor) = this.Project(this.Pixels x)
-
-    /// The convolution's weight [D, C, t, ph, pw].
-    member _.Weight = proj.weight
-
-/// The video adapter: patch_embed.* (TubeletEmbed, left at PyTorch's default Conv3d init as
-/// VideoMAE leaves it), the fixed table chosen by `Positions`, the tubelets' pixels as the target
+/// The video adapter: patch_embed.* (a PatchEmbed of t x ph x pw tubelets, stored as VideoMAE's
+/// Conv3d and left at PyTorch's default init as VideoMAE leaves it), the fixed table chosen by `Positions`, the tubelets' pixels as the target
 /// in VideoMAE's layout (`b c (t p0) (h p1) (w p2) -> b (t h w) (p0 p1 p2 c)`, channel last).
 type VideoAdapter(input: VideoInput, dim: int) as this =
     inherit InputAdapter("VideoAdapter")
-    let patch_embed = new TubeletEmbed(input.Channels, dim, input.TubeletSize, input.PatchSize)
+    let patch_embed = new PatchEmbed(input.Channels, dim, [| input.TubeletSize; fst input.PatchSize; snd input.PatchSize |])
     do this.RegisterComponents()
 
     member _.Input = input
