@@ -262,5 +262,26 @@ let tests =
             Expect.isTrue (same (model.Forward(x, g1).Loss) (imported.Forward(x, g2).Loss)) "the same loss after the round trip"
             expectArg "config" "a video preset" (fun () -> PyTorch.importModel pth None 0 0 None) |> ignore
         }
+    
+        test "an RGB clip's strip: three rows per clip, one column per frame, de-normalised per channel" {
+            use dir = new TempDir()
+            use model = MaskedAutoencoder.Create(smallVideo, 5L)
+            use g = gen 7
+            use x = clips 11 2 smallVideo
+            let png = dir.File "strip.png"
+            Visualize.reconstruction png model g id x
+            let info = StbImageSharp.ImageInfo.FromStream(File.OpenRead png)
+            // 4 frames of 16 px, scale 3, 2 px gaps; 2 clips x 3 rows
+            Expect.equal (info.Value.Width, info.Value.Height) (2 + 4 * (16 * 3 + 2), 2 + 6 * (16 * 3 + 2)) "the strip's size"
+            Expect.equal info.Value.ColorComponents StbImageSharp.ColorComponents.RedGreenBlue "RGB"
+            use _ = torch.NewDisposeScope()
+            // per-channel de-normalisation: a prediction equal to the per-channel normalised target comes back as the target
+            let target = model.Target x
+            let mask = torch.ones(2L, int64 model.Config.NumTokens)
+            mask.narrow(1L, 0L, 4L).zero_() |> ignore
+            let perfect = Losses.perChannelNormTarget 3 1e-6 target
+            let back = Visualize.denormaliseFor model.Config perfect target mask
+            Expect.isLessThan ((back - target).abs().mean().item<float32>()) 0.2f "close to the target on average (visible statistics stand in for the hidden ones)"
+        }
     ]
 
