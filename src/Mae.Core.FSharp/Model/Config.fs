@@ -264,6 +264,19 @@ module MaeConfig =
               fun () -> if not (c.MlpRatio > 0.0) then Guard.fail "MlpRatio" c.MlpRatio "a positive number"
               fun () -> Guard.notNull "Masking" c.Masking
               fun () ->
+                  if not (isNull (box c.Masking)) && not (isNull (box c.Input)) then
+                      let grid = c.Input.Grid
+                      let l = Array.fold (*) 1 grid
+                      let gridText = "[" + String.Join("; ", grid) + "]"
+                      match c.Masking with
+                      | Tube _ when grid.Length < 2 ->
+                          Guard.fail "Masking" "tube" (sprintf "a masking that fits a token grid of %s (tube masking needs time slots and a spatial grid: video)" gridText)
+                      | BlockWise _ | TimeFrequency _ when grid.Length <> 2 ->
+                          Guard.fail "Masking" c.Masking.Name (sprintf "a masking that fits a token grid of %s (%s masking needs a 2D grid)" gridText c.Masking.Name)
+                      | RandomPerSample r | RandomPerChannel r | RandomShared r when l > 0 && r >= 0.0 && r < 1.0 && int (float l * (1.0 - r)) < 1 ->
+                          Guard.fail "MaskRatio" r (sprintf "a ratio that leaves at least one of the %d tokens visible (more tokens: a longer input or smaller patches)" l)
+                      | _ -> ()
+              fun () ->
                   match c.Masking, c.Input with
                   | RandomPerChannel _, TimeSeries s when s.ChannelIndependent -> ()
                   | RandomPerChannel _, _ -> Guard.fail "Masking" "random-per-channel" "a channel-independent series model for masking per channel (PatchTST); use random"
