@@ -80,7 +80,7 @@ namespace Mae
             AccumulationSteps, Seed, CheckpointDirectory, CheckpointEvery, MaxIterations,
             Precision == TrainingPrecision.BFloat16 ? Mae.Precision.BFloat16 : Mae.Precision.Float32,
             Transform ?? Mae.Data.Transforms.identity, Workers,
-            SkipBadSamples ? Mae.Data.OnBadSample.Skip : Mae.Data.OnBadSample.Stop);
+            SkipBadSamples ? Mae.Data.OnBadSample.Skip : Mae.Data.OnBadSample.Stop, null!);
     }
 
     /// <summary>Arithmetic of a training step's matrix products.</summary>

@@ -47,7 +47,9 @@ let create () =
             let ui = Ui(parsed.GetValue json)
             let _, path, model, meta = loadCheckpoint (parsed.GetValue device) (parsed.GetValue threads) (parsed.GetValue checkpoint)
             use model = model
-            let data = evaluationData ui (parsed.GetValue data) (parsed.GetValue trainLimit) (parsed.GetValue testLimit) (dataOptions.Read parsed) meta.Config
+            let recorded = recordedData meta
+            let dataName = dataFrom (match meta.Config.Input with TimeSeries _ -> "weather" | _ -> "mnist") parsed data recorded
+            let data = evaluationData ui dataName (parsed.GetValue trainLimit) (parsed.GetValue testLimit) (dataOptions.Read(parsed, recorded)) meta.Config
             let train, test, transform = data.Train, data.Test, data.Transform
             let options =
                 { FewLabels.defaults with

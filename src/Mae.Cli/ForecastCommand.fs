@@ -39,7 +39,8 @@ let create () =
                 | TimeSeries s -> s
                 | other -> usage "--checkpoint" (sprintf "a %s model" other.Name) "a time-series model"
             let h = parsed.GetValue horizon
-            let splits = seriesData ui (dataOr "weather" parsed data) (dataOptions.Read parsed) (Some series.Length) h
+            let recorded = recordedData meta
+            let splits = seriesData ui (dataFrom "weather" parsed data recorded) (dataOptions.Read(parsed, recorded)) (Some series.Length) h
             checkSeriesFits meta.Config splits
             let options = { ForecastOptions.defaults with Horizon = h; Epochs = parsed.GetValue epochs; Seed = parsed.GetValue seed }
             let train, test = splits.Train, splits.Test

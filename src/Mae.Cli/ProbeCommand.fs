@@ -41,8 +41,9 @@ let create () =
             let seed = parsed.GetValue seed
             let options = { Probe.defaultLinearOptions with Epochs = parsed.GetValue probeEpochs; Seed = seed }
             // an image folder is read on demand at the model's size: only the features are held in memory
-            let dataName = dataOr (match meta.Config.Input with TimeSeries _ -> "weather" | _ -> "mnist") parsed data
-            let data = evaluationData ui dataName (parsed.GetValue trainLimit) (parsed.GetValue testLimit) (dataOptions.Read parsed) meta.Config
+            let recorded = recordedData meta
+            let dataName = dataFrom (match meta.Config.Input with TimeSeries _ -> "weather" | _ -> "mnist") parsed data recorded
+            let data = evaluationData ui dataName (parsed.GetValue trainLimit) (parsed.GetValue testLimit) (dataOptions.Read(parsed, recorded)) meta.Config
             if data.Classes < 2 then
                 usage "--data" (sprintf "data with %d class" data.Classes) "labelled data with at least 2 classes (a time series needs --label-column)"
             let loader = LoaderOptions.evaluation (parsed.GetValue batchSize) data.Transform

@@ -41,8 +41,8 @@ let create () =
             let k =
                 match meta.Config.Input with
                 | TimeSeries series ->
-                    let dataName = dataOr "weather" parsed data
-                    let splits = seriesData ui dataName (dataOptions.Read parsed) (Some series.Length) 0
+                    let recorded = recordedData meta
+                    let splits = seriesData ui (dataFrom "weather" parsed data recorded) (dataOptions.Read(parsed, recorded)) (Some series.Length) 0
                     checkSeriesFits meta.Config splits
                     let k = min (parsed.GetValue count) (int splits.Test.Inputs.shape.[0])
                     let c = int64 splits.Columns.Length
@@ -54,7 +54,8 @@ let create () =
                     )
                     k
                 | Video video ->
-                    let _, test = videoData ui (parsed.GetValue data) video (dataOptions.Read parsed) 1 (parsed.GetValue count)
+                    let recorded = recordedData meta
+                    let _, test = videoData ui (dataFrom "mnist" parsed data recorded) video (dataOptions.Read(parsed, recorded)) 1 (parsed.GetValue count)
                     let k = min (parsed.GetValue count) test.Count
                     ui.Step(
                         "reconstructing",

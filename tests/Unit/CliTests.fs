@@ -356,6 +356,10 @@ let private seriesPipeline () =
     expectExit 0 (code, stdout, stderr) "probe of a series model"
     let j = lastJson stdout
     Expect.equal (j.["classes"].GetValue<int>()) 2 "up / down"
+    // the checkpoint recorded its data: the same probe with no data options at all
+    let code, stdout2, stderr = run [ "probe"; "--checkpoint"; ckpt; "--probe-epochs"; "2"; "--threads"; "1"; "--json" ]
+    expectExit 0 (code, stdout2, stderr) "probe reading the data the checkpoint recorded"
+    Expect.equal ((lastJson stdout2).["test_images"].GetValue<int>()) (j.["test_images"].GetValue<int>()) "the same test windows"
     Expect.isTrue (j.ContainsKey "balanced_pretrained") "balanced accuracy"
     let code, stdout, stderr = run ([ "forecast"; "--checkpoint"; ckpt; "--horizon"; "4"; "--forecast-epochs"; "2"; "--threads"; "1"; "--json" ] @ common)
     expectExit 0 (code, stdout, stderr) "forecast"
@@ -402,8 +406,7 @@ let private seriesPipeline () =
     let code, stdout, stderr = run ([ "pretrain"; "--modality"; "timeseries"; "--masking"; "tube"; "--out"; dir.File "tube" ] @ common)
     expectExit 2 (code, stdout, stderr) "tube masking on a series"
     Expect.stringContains stderr "tube masking needs" "says why"
-    let code, stdout, stderr =
-        run [ "probe"; "--checkpoint"; ckpt; "--data"; csv; "--time-column"; "t"; "--group-column"; "site"; "--threads"; "1" ]
+    let code, stdout, stderr = run [ "probe"; "--checkpoint"; ckpt; "--label-column"; ""; "--threads"; "1" ]
     expectExit 2 (code, stdout, stderr) "a probe without a label column"
     Expect.stringContains stderr "--label-column" "says what is missing"
     let code, stdout, stderr = run [ "probe"; "--checkpoint"; ckpt; "--data"; dir.File "nosuch.csv" ]

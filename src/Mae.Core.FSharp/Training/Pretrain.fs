@@ -102,6 +102,9 @@ module Pretrain =
                 let extra = JsonObject()
                 for key, value in PretrainOptions.recordedOptions o do
                     extra.[key] <- value
+                if not (isNull o.Notes) then
+                    for kv in o.Notes do
+                        extra.[kv.Key] <- (if isNull kv.Value then null else kv.Value.DeepClone())
                 Checkpoint.save path model (Some optimizer) (Some maskGen)
                     { Config = model.Config; Iteration = it; Step = it / accum; Epoch = it / itersPerEpoch; Extra = extra }
                 lastCkpt <- path

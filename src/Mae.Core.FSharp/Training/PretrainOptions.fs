@@ -43,7 +43,10 @@ type PretrainOptions =
       /// the training thread; data held in memory needs none).
       Workers: int
       /// What a sample that cannot be read does: stop the run (default), or skip it and count it.
-      OnBadSample: OnBadSample }
+      OnBadSample: OnBadSample
+      /// Entries every checkpoint of the run records besides the options (e.g. where the data came
+      /// from, so that later commands can read the same data); null: none.
+      Notes: System.Text.Json.Nodes.JsonObject }
 
 module PretrainOptions =
     /// MAE's recipe, scaled for small runs.
@@ -51,7 +54,7 @@ module PretrainOptions =
         { Epochs = 10; BatchSize = 256; BaseLr = 1.5e-4; MinLr = 0.0; WarmupEpochs = 1.0; WeightDecay = 0.05
           Betas = (0.9, 0.95); ClipGrad = 0.0; AccumulationSteps = 1; Seed = 0L
           CheckpointDirectory = null; CheckpointEvery = 0; MaxIterations = 0
-          Precision = Float32; Transform = Transforms.identity; Workers = 0; OnBadSample = OnBadSample.Stop }
+          Precision = Float32; Transform = Transforms.identity; Workers = 0; OnBadSample = OnBadSample.Stop; Notes = null }
 
     let validate (o: PretrainOptions) =
         Guard.positive "Epochs" o.Epochs
