@@ -40,6 +40,9 @@ module Masking =
     let private clrRandom (gen: Generator) =
         Random(int (torch.randint(0L, int64 Int32.MaxValue, [| 1L |], generator = gen).item<int64>()))
 
+    /// add's alpha of 1, made once and never collected (see shuffleOfHidden).
+    let private alphaOne = (1L).ToScalar()
+
     let private checkTokens (x: Tensor) =
         Guard.rank "x" 3 "[N, L, D]" x
         Guard.nonEmptyBatch "x" x
@@ -72,7 +75,13 @@ module Masking =
     /// `hidden` is [N, L] with 1 = hidden; every row must hide the same number of tokens.
     let private shuffleOfHidden (hidden: Tensor) =
         let l = hidden.shape.[1]
-        let key = hidden.to_type(ScalarType.Int64) * l + torch.arange(l, device = hidden.device).unsqueeze(0L)
+        // Scalars kept reachable for the whole native call: `a * l + b` makes temporary Scalars
+        // (the factor and add's alpha of 1) that TorchSharp passes by handle without keeping them
+        // alive, so a collection during the call can free one and let the native op read freed
+        // memory (seen once: an int64 add failing with "alpha must not be a floating point
+        // number" while the loader's threads were allocating).
+        use factor = l.ToScalar()
+        let key = hidden.to_type(ScalarType.Int64).mul(factor).add(torch.arange(l, device = hidden.device).unsqueeze(0L), alphaOne)
         key.argsort(dim = 1L)
 
     /// Random masking per sample (MAE, models_mae.py random_masking): noise -> argsort -> keep the
