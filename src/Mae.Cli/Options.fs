@@ -50,14 +50,6 @@ let check (expected: string) (ok: 'T -> bool) (o: Option<'T>) =
         | _ -> ())
     o
 
-/// `--data`'s value, or `fallback` when the command line does not give it (its default "mnist"
-/// is the image and video default; a time-series model reads "weather" by default).
-let dataOr (fallback: string) (parsed: ParseResult) (o: Option<string>) =
-    match parsed.GetResult o with
-    | null -> fallback
-    | r when r.Implicit -> fallback
-    | _ -> parsed.GetValue o
-
 /// An integer option that must be at least 1.
 let positive (name: string) (description: string) (defaultValue: int) =
     create name description (Some defaultValue) |> check "a positive integer" (fun v -> v > 0)
@@ -137,6 +129,11 @@ let openData (ui: Ui) (data: string) (trainLimit: int) (testLimit: int) : DataSo
         Folder(ImageFolder.openSplits data valFraction splitSeed 0)
     else
         usage "--data" (sprintf "\"%s\"" data) "\"mnist\", a folder of IDX files or a folder of images in class folders"
+
+/// The first `limit` samples (0 = all) of a dataset.
+let limited (dataset: IDataset) (limit: int) : IDataset =
+    let n = if limit > 0 then min limit dataset.Count else dataset.Count
+    if n = dataset.Count then dataset else SubsetDataset(dataset, [| 0 .. n - 1 |]) :> IDataset
 
 /// What the modality-specific data options hold once parsed.
 type DataValues =
@@ -268,10 +265,7 @@ let videoData (ui: Ui) (data: string) (video: VideoInput) (values: DataValues) (
     elif Directory.Exists data then
         let sampling = { Frames = video.Frames; Stride = stride; FrameSize = video.FrameSize }
         let splits = VideoFolder.openSplits data sampling valFraction splitSeed video.Channels
-        let cut (d: ImageFolderDataset) (limit: int) =
-            let n = (d :> IDataset).Count
-            if limit > 0 && limit < n then d.Subset [| 0 .. limit - 1 |] :> IDataset else d :> IDataset
-        let train, test = cut splits.Train trainCount, cut splits.Val testCount
+        let train, test = limited splits.Train trainCount, limited splits.Val testCount
         ui.Log(sprintf "video folder %s (%s): %d train, %d test files, %d classes; %d frames every %d, %dx%d, %d channel(s)"
                    data splits.Layout train.Count test.Count train.ClassNames.Length video.Frames stride h w video.Channels)
         train, test
@@ -343,11 +337,6 @@ let checkSeriesFits (config: MaeConfig) (splits: SeriesSplits) =
 let folderStats (splits: ImageFolderSplits) =
     let train = splits.Train :> IDataset
     if train.Channels = 3 then Transforms.imageNet else Transforms.statistics train
-
-/// The first `limit` samples (0 = all) of an image folder's split.
-let limited (dataset: IDataset) (limit: int) : IDataset =
-    let n = if limit > 0 then min limit dataset.Count else dataset.Count
-    if n = dataset.Count then dataset else (dataset :?> ImageFolderDataset).Subset [| 0 .. n - 1 |] :> IDataset
 
 /// The first `limit` samples (0 = all) of a dataset read into memory at (h, w) with the
 /// evaluation transform (resize the shorter side to size / 0.875, centre crop) and `stats`.
@@ -428,10 +417,10 @@ let evaluationData (ui: Ui) (data: string) (trainLimit: int) (testLimit: int) (v
     | TimeSeries series ->
         let splits = seriesData ui data values (Some series.Length) 0
         checkSeriesFits config splits
-        let limit (split: SeriesSplit) (n: int) =
-            let d = split.Windows :> IDataset
-            if n > 0 && n < d.Count then SubsetDataset(d, [| 0 .. n - 1 |]) :> IDataset else d
-        { Train = limit splits.Train trainLimit; Test = limit splits.Test testLimit; Transform = Transforms.identity; Classes = splits.ClassNames.Length }
+        { Train = limited splits.Train.Windows trainLimit
+          Test = limited splits.Test.Windows testLimit
+          Transform = Transforms.identity
+          Classes = splits.ClassNames.Length }
     | Video video ->
         let train, test = videoData ui data video values trainLimit testLimit
         { Train = train; Test = test; Transform = Transforms.identity; Classes = train.ClassNames.Length }

@@ -174,23 +174,21 @@ let create () =
             // pretraining reads the training split only (one test image is loaded from IDX data);
             // an image folder is read on demand, at --image-size, with MAE's augmentation
             let limit = parsed.GetValue trainLimit
-            let ratio = match parsed.GetResult maskRatio with null -> None | _ -> Some(parsed.GetValue maskRatio)
+            // an option's value when the command line gives it (options without a default)
+            let given (o: Option<'a>) = match parsed.GetResult o with null -> None | _ -> Some(parsed.GetValue o)
+            let ratio = given maskRatio
             let modalityName = (parsed.GetValue modality).ToLowerInvariant()
-            let dataName = dataOr (if modalityName = "timeseries" then "weather" else "mnist") parsed data
+            let dataName = dataFrom (if modalityName = "timeseries" then "weather" else "mnist") parsed data null
             let withPatch (c: MaeConfig) =
-                match parsed.GetResult patchSize with
-                | null -> c
-                | _ ->
-                    let p = parsed.GetValue patchSize
-                    MaeConfig.withImage c.Image.ImageSize (p, p) c.Image.Channels c
+                match given patchSize with
+                | None -> c
+                | Some p -> MaeConfig.withImage c.Image.ImageSize (p, p) c.Image.Channels c
             let config, train, transform, workers =
                 match modalityName with
                 | "timeseries" ->
                     let splits = seriesData ui dataName (dataOptions.Read parsed) None 0
-                    let windows = splits.Train.Windows :> IDataset
-                    let train = if limit > 0 && limit < windows.Count then SubsetDataset(windows, [| 0 .. limit - 1 |]) :> IDataset else windows
+                    let train = limited splits.Train.Windows limit
                     let p = presetConfig "timeseries" presetName ratio
-                    let given (o: Option<'a>) = match parsed.GetResult o with null -> None | _ -> Some(parsed.GetValue o)
                     let s0 = p.Series
                     let segmentLength = given segment |> Option.defaultValue s0.PatchLength
                     let tuned =
@@ -205,8 +203,8 @@ let create () =
                 | "video" ->
                     let p = presetConfig "video" presetName ratio
                     let v = p.Video
-                    let side = match parsed.GetResult patchSize with null -> fst v.PatchSize | _ -> parsed.GetValue patchSize
-                    let t = match parsed.GetResult frames with null -> v.Frames | _ -> parsed.GetValue frames
+                    let side = given patchSize |> Option.defaultValue (fst v.PatchSize)
+                    let t = given frames |> Option.defaultValue v.Frames
                     let config = MaeConfig.withVideo t v.FrameSize v.TubeletSize (side, side) v.Channels p
                     let train, _ = videoData ui dataName config.Video (dataOptions.Read parsed) limit 1
                     config, train, Transforms.identity, 2
@@ -214,9 +212,7 @@ let create () =
                 match openData ui dataName limit 1 with
                 | InMemory (train, _) -> withPatch (imageConfig presetName ratio (imageShape train)), (train :> IDataset), Transforms.identity, 0
                 | Folder splits ->
-                    let all = splits.Train :> IDataset
-                    let train =
-                        if limit > 0 && limit < all.Count then splits.Train.Subset [| 0 .. limit - 1 |] :> IDataset else all
+                    let train = limited splits.Train limit
                     let size = match parsed.GetValue imageSize with 0 -> fst (MaeConfig.ofName presetName).Image.ImageSize | s -> s
                     let stats = folderStats splits
                     let transform =
@@ -227,13 +223,13 @@ let create () =
                                splits.Layout train.Count train.ClassNames.Length size size (parsed.GetValue augment))
                     withPatch (imageConfig presetName ratio (train.Channels, size, size)), train, transform, 2
             let config =
-                match parsed.GetResult masking with
-                | null -> config
-                | _ -> { config with Masking = MaskingStrategy.ofName (parsed.GetValue masking) config.MaskRatio }
+                match given masking with
+                | None -> config
+                | Some name -> { config with Masking = MaskingStrategy.ofName name config.MaskRatio }
             let config =
-                match parsed.GetResult decoderDepth with
-                | null -> config
-                | _ -> { config with DecoderDepth = parsed.GetValue decoderDepth }
+                match given decoderDepth with
+                | None -> config
+                | Some depth -> { config with DecoderDepth = depth }
             match MaeConfig.problems config with
             | [||] -> ()
             | problems ->

@@ -218,21 +218,20 @@ let read (path: string) : (string * Tensor)[] =
     | e -> raise (InvalidDataException(sprintf "%s could not be read as %s: %s" path (if format = TorchSave then "a torch.save file" else "safetensors") e.Message, e))
 
 /// `read`, with HuggingFace ViTMAE's or VideoMAE's names mapped to Mae's (the reference MAE's).
+/// Tensors the mapping merged into others (query, key and value into qkv; q_bias and v_bias into
+/// a qkv bias) are disposed.
 let readReference (path: string) =
     let sd = read path
-    if isVideoMae (Seq.map fst sd) then
-        let mapped = ofVideoMae sd
+    let names = Array.map fst sd
+    let mapping = if isVideoMae names then Some ofVideoMae elif isHuggingFace names then Some ofHuggingFace else None
+    match mapping with
+    | None -> sd
+    | Some map ->
+        let mapped = map sd
         let kept = HashSet<Tensor>(Seq.map snd mapped, HashIdentity.Reference)
         for _, t in sd do
-            if not (kept.Contains t) then t.Dispose() // q_bias and v_bias, now one qkv bias
+            if not (kept.Contains t) then t.Dispose()
         mapped
-    elif isHuggingFace (Seq.map fst sd) then
-        let mapped = ofHuggingFace sd
-        let kept = HashSet<Tensor>(Seq.map snd mapped, HashIdentity.Reference)
-        for _, t in sd do
-            if not (kept.Contains t) then t.Dispose() // query, key and value, now one qkv
-        mapped
-    else sd
 
 /// Writes (name, tensor) pairs in Mae's names, atomically: .pth/.pt/.bin as
 /// `torch.save({'model': state_dict})` (as the reference's checkpoints), .safetensors with
